@@ -1,0 +1,51 @@
+# Encore: `make run` starts the product on embedded defaults; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: run test lint format typecheck pytest bench bench-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install whenever pyproject.toml changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e ".[test]"
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/encore db upgrade
+	$(BIN)/encore demo --if-empty
+	$(BIN)/encore serve
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-test
+	$(BIN)/pytest -n 2 --dist loadfile
+
+test: lint typecheck pytest
+
+# Benchmarks need a load generator from Debian's packages.
+bench-deps:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+bench: $(VENV)/.installed-test bench-deps
+	$(BIN)/python -m bench.catalog_api
+	$(BIN)/python -m bench.import_scan
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

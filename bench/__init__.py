@@ -1,0 +1,1 @@
+"""Benchmarks of Encore; the figures are reported in BENCHMARKS.md."""

@@ -1,0 +1,43 @@
+"""Alembic environment: runs on the connection Encore hands over, or on ENCORE_DATABASE_URL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from encore import models_registry
+from encore.config import load_settings
+from encore.db import Base, create_engine
+
+models_registry.import_all_models()
+target_metadata = Base.metadata
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_standalone() -> None:
+    engine = create_engine(load_settings())
+    async with engine.begin() as connection:
+        await connection.run_sync(_run)
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline SQL generation is not supported; run `encore db upgrade`")
+
+handed_over = context.config.attributes.get("connection")
+if handed_over is not None:
+    _run(handed_over)
+else:
+    asyncio.run(_run_standalone())

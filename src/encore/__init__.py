@@ -1,0 +1,1 @@
+"""Encore: an open-source music streaming backend."""

@@ -1,0 +1,111 @@
+"""The ASGI application: routers, lifespan (database, store, migrations) and middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from encore.catalog.router import router as catalog_router
+from encore.config import Settings, get_settings
+from encore.db import create_engine, create_session_factory, ping_database, upgrade_database
+from encore.dependencies import AppResources
+from encore.observability import Metrics, RequestContextMiddleware, configure_logging
+from encore.problems import install_problem_handlers, problem_response
+from encore.storage import open_blob_store
+
+logger = structlog.get_logger("encore.app")
+
+API_DESCRIPTION = """
+Encore is an open-source music streaming backend. Every error is an RFC 9457
+`application/problem+json` document. Lists are keyset-paginated: pass a page's
+`next_cursor` back as `cursor`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the Encore ASGI app for these settings (the environment's when omitted)."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        try:
+            if settings.migrate_on_start:
+                await upgrade_database(engine)
+            app.state.resources = AppResources(
+                settings=settings,
+                engine=engine,
+                session_factory=create_session_factory(engine),
+                store=open_blob_store(settings),
+            )
+            logger.info(
+                "started",
+                database=engine.url.render_as_string(hide_password=True),
+                storage=settings.storage_url,
+            )
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Encore",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.metrics = metrics
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.include_router(catalog_router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        """The process is up and answering."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness")
+    async def readyz(request: Request) -> Response:
+        """The database and the blob store are reachable."""
+        resources: AppResources = request.app.state.resources
+        checks: dict[str, str] = {}
+        for name, probe in (
+            ("database", ping_database(resources.engine)),
+            ("storage", resources.store.ping()),
+        ):
+            try:
+                await probe
+                checks[name] = "ok"
+            except Exception as exc:
+                logger.warning("readiness_check_failed", check=name, error=type(exc).__name__)
+                checks[name] = "unreachable"
+        if all(state == "ok" for state in checks.values()):
+            return JSONResponse({"status": "ready", "checks": checks})
+        return problem_response(
+            503,
+            detail="a dependency is unreachable: "
+            + ", ".join(name for name, state in checks.items() if state != "ok"),
+            extra={"checks": checks},
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        """Request counts and latency histograms by route template, in Prometheus text format."""
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory encore.app:create_app_from_environment`."""
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)

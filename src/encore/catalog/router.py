@@ -1,0 +1,113 @@
+"""Catalog HTTP API: artists, albums, tracks, genres and new releases."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from encore.catalog import service
+from encore.catalog.models import AlbumType
+from encore.catalog.schemas import AlbumRead, AlbumSummary, ArtistRead, GenreRead, TrackRead
+from encore.dependencies import SessionDep, StoreDep
+from encore.pagination import Page, PageDep
+from encore.problems import NotFound
+from encore.storage import BlobNotFound
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+ARTWORK_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"RIFF": "image/webp"}
+
+
+@router.get("/artists", response_model=Page[ArtistRead], summary="List artists A to Z")
+async def list_artists(db_session: SessionDep, page: PageDep) -> Page[ArtistRead]:
+    """Every artist, alphabetically by sort name ("The Beatles" under B)."""
+    return await service.list_artists(db_session=db_session, limit=page.limit, cursor=page.cursor)
+
+
+@router.get("/artists/{artist_id}", response_model=ArtistRead, summary="Get an artist")
+async def get_artist(artist_id: uuid.UUID, db_session: SessionDep) -> ArtistRead:
+    """One artist."""
+    return await service.get_artist(db_session=db_session, artist_id=artist_id)
+
+
+@router.get(
+    "/artists/{artist_id}/albums",
+    response_model=Page[AlbumSummary],
+    summary="List an artist's albums, newest first",
+)
+async def list_artist_albums(
+    artist_id: uuid.UUID,
+    db_session: SessionDep,
+    page: PageDep,
+    album_type: Annotated[
+        list[AlbumType] | None,
+        Query(description="Only these kinds of release; repeat for several."),
+    ] = None,
+) -> Page[AlbumSummary]:
+    """Albums, singles, EPs and compilations the artist is credited on."""
+    return await service.list_artist_albums(
+        db_session=db_session,
+        artist_id=artist_id,
+        limit=page.limit,
+        cursor=page.cursor,
+        album_types=album_type,
+    )
+
+
+@router.get("/albums/{album_id}", response_model=AlbumRead, summary="Get an album with its tracks")
+async def get_album(album_id: uuid.UUID, db_session: SessionDep) -> AlbumRead:
+    """One album: credits with roles, genres and tracks in disc/track order with their status."""
+    return await service.get_album(db_session=db_session, album_id=album_id)
+
+
+@router.get(
+    "/albums/{album_id}/artwork",
+    summary="Get an album's artwork image",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
+)
+async def get_album_artwork(
+    album_id: uuid.UUID, db_session: SessionDep, store: StoreDep
+) -> Response:
+    """The cover image; cached forever, since its key is content-addressed."""
+    key = await service.get_album_artwork_key(db_session=db_session, album_id=album_id)
+    try:
+        image = await store.get(key)
+    except BlobNotFound:
+        raise NotFound(f"no artwork for album {album_id}") from None
+    media_type = next(
+        (kind for magic, kind in ARTWORK_TYPES.items() if image.startswith(magic)),
+        "application/octet-stream",
+    )
+    return Response(
+        image,
+        media_type=media_type,
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.get("/tracks/{track_id}", response_model=TrackRead, summary="Get a track")
+async def get_track(track_id: uuid.UUID, db_session: SessionDep) -> TrackRead:
+    """One track with its album, credited artists, genres and processing status."""
+    return await service.get_track(db_session=db_session, track_id=track_id)
+
+
+@router.get("/genres", response_model=Page[GenreRead], summary="List genres")
+async def list_genres(db_session: SessionDep, page: PageDep) -> Page[GenreRead]:
+    """Every genre, alphabetically."""
+    return await service.list_genres(db_session=db_session, limit=page.limit, cursor=page.cursor)
+
+
+@router.get(
+    "/browse/new-releases", response_model=Page[AlbumSummary], summary="Browse new releases"
+)
+async def list_new_releases(db_session: SessionDep, page: PageDep) -> Page[AlbumSummary]:
+    """Dated releases, newest first."""
+    return await service.list_new_releases(
+        db_session=db_session, limit=page.limit, cursor=page.cursor
+    )

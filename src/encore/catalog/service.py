@@ -1,0 +1,541 @@
+"""Catalog logic: reading artists, albums, tracks and genres, and building them on import."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from encore.catalog.models import (
+    Album,
+    AlbumArtist,
+    AlbumGenre,
+    AlbumType,
+    Artist,
+    CreditRole,
+    Genre,
+    ImportFailure,
+    Track,
+    TrackArtist,
+    TrackGenre,
+    TrackStatus,
+)
+from encore.catalog.schemas import (
+    AlbumRead,
+    AlbumRef,
+    AlbumSummary,
+    AlbumTrackRead,
+    ArtistCredit,
+    ArtistRead,
+    GenreRead,
+    TrackRead,
+)
+from encore.pagination import Page, decode_cursor, encode_cursor
+from encore.problems import NotFound
+
+UNKNOWN_ARTIST = "Unknown Artist"
+UNKNOWN_ALBUM = "Unknown Album"
+_SORT_ARTICLES = ("the ", "a ", "an ")
+
+
+def name_key(name: str) -> str:
+    """Matching key of a name: accents removed, case folded, white space collapsed."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.casefold().split())
+
+
+def sort_name(name: str) -> str:
+    """Name to sort artists by: "The Beatles" sorts as "beatles"."""
+    key = name_key(name)
+    for article in _SORT_ARTICLES:
+        if key.startswith(article) and len(key) > len(article):
+            return key[len(article) :]
+    return key
+
+
+def artwork_url(album_id: uuid.UUID, artwork_key: str | None) -> str | None:
+    """Path of an album's artwork image, or None when the album has none."""
+    return f"/v1/albums/{album_id}/artwork" if artwork_key else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _credits(credits: Sequence[AlbumArtist | TrackArtist]) -> list[ArtistCredit]:
+    return [ArtistCredit(id=c.artist.id, name=c.artist.name, role=c.role) for c in credits]
+
+
+def _album_track(track: Track) -> AlbumTrackRead:
+    return AlbumTrackRead(
+        id=track.id,
+        title=track.title,
+        duration_ms=track.duration_ms,
+        disc_number=track.disc_number,
+        track_number=track.track_number,
+        isrc=track.isrc,
+        explicit=track.explicit,
+        status=track.status,
+        artists=_credits(track.credits),
+    )
+
+
+def _album_summary(album: Album) -> AlbumSummary:
+    return AlbumSummary(
+        id=album.id,
+        title=album.title,
+        release_date=album.release_date,
+        album_type=album.album_type,
+        artwork_url=artwork_url(album.id, album.artwork_key),
+        artists=_credits(album.credits),
+    )
+
+
+async def get_artist(*, db_session: AsyncSession, artist_id: uuid.UUID) -> ArtistRead:
+    """One artist; NotFound when there is none with that id."""
+    artist = await db_session.get(Artist, artist_id)
+    if artist is None:
+        raise NotFound(f"no artist with id {artist_id}")
+    return ArtistRead.model_validate(artist)
+
+
+async def list_artists(
+    *, db_session: AsyncSession, limit: int, cursor: str | None
+) -> Page[ArtistRead]:
+    """Every artist, alphabetically by sort name."""
+    query = select(Artist).order_by(Artist.sort_name, Artist.id).limit(limit + 1)
+    if cursor is not None:
+        after = decode_cursor(cursor, {"sort_name", "id"})
+        query = query.where(
+            tuple_(Artist.sort_name, Artist.id) > (after["sort_name"], _cursor_id(after["id"]))
+        )
+    rows = list((await db_session.scalars(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor({"sort_name": last.sort_name, "id": str(last.id)})
+    return Page(items=[ArtistRead.model_validate(a) for a in rows], next_cursor=next_cursor)
+
+
+def _cursor_id(value: Any) -> uuid.UUID:
+    from encore.problems import InvalidInput
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidInput("cursor is not valid") from None
+
+
+def _cursor_date(value: Any) -> date:
+    from encore.problems import InvalidInput
+
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput("cursor is not valid") from None
+
+
+def _album_list_query() -> Any:
+    return select(Album).options(selectinload(Album.credits))
+
+
+def _page_of_albums(albums: list[Album], limit: int) -> Page[AlbumSummary]:
+    next_cursor = None
+    if len(albums) > limit:
+        albums = albums[:limit]
+        last = albums[-1]
+        next_cursor = encode_cursor(
+            {
+                "release_date": last.release_date.isoformat() if last.release_date else None,
+                "id": str(last.id),
+            }
+        )
+    return Page(items=[_album_summary(a) for a in albums], next_cursor=next_cursor)
+
+
+def _newest_first_after(after: dict[str, Any]) -> Any:
+    # Albums without a date come last; the keyset handles both halves of that order.
+    after_id = _cursor_id(after["id"])
+    if after["release_date"] is None:
+        return and_(Album.release_date.is_(None), Album.id < after_id)
+    after_date = _cursor_date(after["release_date"])
+    return or_(
+        Album.release_date < after_date,
+        and_(Album.release_date == after_date, Album.id < after_id),
+        Album.release_date.is_(None),
+    )
+
+
+async def list_artist_albums(
+    *,
+    db_session: AsyncSession,
+    artist_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+    album_types: Sequence[AlbumType] | None = None,
+) -> Page[AlbumSummary]:
+    """Albums an artist is credited on, newest first; NotFound for an unknown artist."""
+    if await db_session.get(Artist, artist_id) is None:
+        raise NotFound(f"no artist with id {artist_id}")
+    credited = select(AlbumArtist.album_id).where(AlbumArtist.artist_id == artist_id)
+    query = (
+        _album_list_query()
+        .where(Album.id.in_(credited))
+        .order_by(Album.release_date.desc().nulls_last(), Album.id.desc())
+        .limit(limit + 1)
+    )
+    if album_types:
+        query = query.where(Album.album_type.in_(list(album_types)))
+    if cursor is not None:
+        query = query.where(_newest_first_after(decode_cursor(cursor, {"release_date", "id"})))
+    albums = list((await db_session.scalars(query)).all())
+    return _page_of_albums(albums, limit)
+
+
+async def list_new_releases(
+    *, db_session: AsyncSession, limit: int, cursor: str | None
+) -> Page[AlbumSummary]:
+    """Dated releases, newest release date first."""
+    query = (
+        _album_list_query()
+        .where(Album.release_date.is_not(None))
+        .order_by(Album.release_date.desc(), Album.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        after = decode_cursor(cursor, {"release_date", "id"})
+        if after["release_date"] is None:
+            return Page(items=[], next_cursor=None)
+        query = query.where(_newest_first_after(after))
+    albums = list((await db_session.scalars(query)).all())
+    return _page_of_albums(albums, limit)
+
+
+async def get_album(*, db_session: AsyncSession, album_id: uuid.UUID) -> AlbumRead:
+    """One album with credits, genres and tracks in disc/track order; NotFound if unknown."""
+    query = (
+        select(Album)
+        .where(Album.id == album_id)
+        .options(
+            selectinload(Album.credits),
+            selectinload(Album.genres),
+            selectinload(Album.tracks).selectinload(Track.credits),
+        )
+    )
+    album = await db_session.scalar(query)
+    if album is None:
+        raise NotFound(f"no album with id {album_id}")
+    tracks = [_album_track(t) for t in album.tracks]
+    summary = _album_summary(album)
+    return AlbumRead(
+        **summary.model_dump(),
+        genres=[g.name for g in album.genres],
+        total_tracks=len(tracks),
+        duration_ms=sum(t.duration_ms for t in tracks),
+        musicbrainz_id=album.musicbrainz_id,
+        created_at=album.created_at,
+        tracks=tracks,
+    )
+
+
+async def get_track(*, db_session: AsyncSession, track_id: uuid.UUID) -> TrackRead:
+    """One track with its album, artists and genres; NotFound if unknown."""
+    query = (
+        select(Track)
+        .where(Track.id == track_id)
+        .options(
+            selectinload(Track.credits),
+            selectinload(Track.genres),
+            selectinload(Track.album),
+        )
+    )
+    track = await db_session.scalar(query)
+    if track is None:
+        raise NotFound(f"no track with id {track_id}")
+    return TrackRead(
+        **_album_track(track).model_dump(),
+        album=AlbumRef(
+            id=track.album.id,
+            title=track.album.title,
+            artwork_url=artwork_url(track.album.id, track.album.artwork_key),
+        ),
+        genres=[g.name for g in track.genres],
+        musicbrainz_id=track.musicbrainz_id,
+        created_at=track.created_at,
+    )
+
+
+async def get_album_artwork_key(*, db_session: AsyncSession, album_id: uuid.UUID) -> str:
+    """Blob key of an album's artwork; NotFound when the album or its artwork is missing."""
+    key = await db_session.scalar(select(Album.artwork_key).where(Album.id == album_id))
+    if key is None:
+        raise NotFound(f"no artwork for album {album_id}")
+    return key
+
+
+async def list_genres(
+    *, db_session: AsyncSession, limit: int, cursor: str | None
+) -> Page[GenreRead]:
+    """Every genre, alphabetically."""
+    query = select(Genre).order_by(Genre.name_key, Genre.id).limit(limit + 1)
+    if cursor is not None:
+        after = decode_cursor(cursor, {"name_key", "id"})
+        query = query.where(
+            tuple_(Genre.name_key, Genre.id) > (str(after["name_key"]), _cursor_id(after["id"]))
+        )
+    genres = list((await db_session.scalars(query)).all())
+    next_cursor = None
+    if len(genres) > limit:
+        genres = genres[:limit]
+        next_cursor = encode_cursor({"name_key": genres[-1].name_key, "id": str(genres[-1].id)})
+    return Page(items=[GenreRead.model_validate(g) for g in genres], next_cursor=next_cursor)
+
+
+async def count_tracks(*, db_session: AsyncSession) -> int:
+    """Number of tracks in the catalog."""
+    return int(await db_session.scalar(select(func.count()).select_from(Track)) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the catalog (import)
+
+
+@dataclass(frozen=True)
+class CreditSpec:
+    """An artist to credit, by name (and MusicBrainz id when known), with a role."""
+
+    name: str
+    role: CreditRole = CreditRole.primary
+    musicbrainz_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class NewTrack:
+    """Everything needed to add one track to the catalog."""
+
+    title: str
+    duration_ms: int
+    disc_number: int
+    track_number: int | None
+    isrc: str | None
+    explicit: bool
+    musicbrainz_id: uuid.UUID | None
+    original_key: str
+    content_hash: str
+    original_size: int
+    codec: str
+    container: str
+    sample_rate: int
+    channels: int
+    bit_rate: int | None
+    artists: tuple[CreditSpec, ...]
+    genres: tuple[str, ...]
+
+
+async def get_or_create_artist(
+    *, db_session: AsyncSession, name: str, musicbrainz_id: uuid.UUID | None = None
+) -> Artist:
+    """The artist with this MusicBrainz id, else with this name (accent/case-insensitive)."""
+    name = " ".join(name.split()) or UNKNOWN_ARTIST
+    if musicbrainz_id is not None:
+        found = await db_session.scalar(
+            select(Artist).where(Artist.musicbrainz_id == musicbrainz_id)
+        )
+        if found is not None:
+            return found
+    key = name_key(name)
+    found = await db_session.scalar(
+        select(Artist).where(Artist.name_key == key).order_by(Artist.id).limit(1)
+    )
+    if found is not None:
+        if found.musicbrainz_id is None and musicbrainz_id is not None:
+            found.musicbrainz_id = musicbrainz_id
+        return found
+    artist = Artist(
+        name=name, name_key=key, sort_name=sort_name(name), musicbrainz_id=musicbrainz_id
+    )
+    db_session.add(artist)
+    await db_session.flush()
+    return artist
+
+
+async def get_or_create_genre(*, db_session: AsyncSession, name: str) -> Genre:
+    """The genre with this name (case-insensitive), created when new."""
+    name = " ".join(name.split())[:100]
+    key = name_key(name)
+    found = await db_session.scalar(select(Genre).where(Genre.name_key == key))
+    if found is not None:
+        return found
+    genre = Genre(name=name, name_key=key)
+    db_session.add(genre)
+    await db_session.flush()
+    return genre
+
+
+async def get_or_create_album(
+    *,
+    db_session: AsyncSession,
+    title: str,
+    artists: Sequence[CreditSpec],
+    release_date: date | None,
+    album_type: AlbumType,
+    musicbrainz_id: uuid.UUID | None = None,
+) -> Album:
+    """The album with this MusicBrainz id, or this title by the same first primary artist."""
+    title = " ".join(title.split()) or UNKNOWN_ALBUM
+    if musicbrainz_id is not None:
+        found = await db_session.scalar(select(Album).where(Album.musicbrainz_id == musicbrainz_id))
+        if found is not None:
+            return found
+    specs = list(artists) or [CreditSpec(UNKNOWN_ARTIST)]
+    credited = [
+        (
+            await get_or_create_artist(
+                db_session=db_session, name=spec.name, musicbrainz_id=spec.musicbrainz_id
+            ),
+            spec.role,
+        )
+        for spec in specs
+    ]
+    key = name_key(title)
+    lead = credited[0][0]
+    found = await db_session.scalar(
+        select(Album)
+        .join(AlbumArtist, AlbumArtist.album_id == Album.id)
+        .where(Album.title_key == key, AlbumArtist.artist_id == lead.id, AlbumArtist.position == 0)
+        .limit(1)
+    )
+    if found is not None:
+        if found.release_date is None and release_date is not None:
+            found.release_date = release_date
+        return found
+    album = Album(
+        title=title,
+        title_key=key,
+        release_date=release_date,
+        album_type=album_type,
+        musicbrainz_id=musicbrainz_id,
+    )
+    db_session.add(album)
+    await db_session.flush()
+    seen: set[uuid.UUID] = set()
+    for position, (artist, role) in enumerate(credited):
+        if artist.id in seen:
+            continue
+        seen.add(artist.id)
+        db_session.add(
+            AlbumArtist(album_id=album.id, artist_id=artist.id, role=role, position=position)
+        )
+    await db_session.flush()
+    return album
+
+
+async def track_with_hash_exists(*, db_session: AsyncSession, content_hash: str) -> bool:
+    """True when a track with these exact original bytes is already in the catalog."""
+    found = await db_session.scalar(select(Track.id).where(Track.content_hash == content_hash))
+    return found is not None
+
+
+async def known_content_hashes(*, db_session: AsyncSession) -> set[str]:
+    """Content hashes of every track in the catalog (to skip known files before copying)."""
+    return set((await db_session.scalars(select(Track.content_hash))).all())
+
+
+async def add_track(*, db_session: AsyncSession, album: Album, new: NewTrack) -> Track:
+    """Add a track to an album, with its artist credits and genres."""
+    track = Track(
+        album_id=album.id,
+        title=" ".join(new.title.split())[:500] or "Untitled",
+        duration_ms=new.duration_ms,
+        disc_number=max(new.disc_number, 1),
+        track_number=new.track_number,
+        isrc=new.isrc,
+        explicit=new.explicit,
+        musicbrainz_id=new.musicbrainz_id,
+        original_key=new.original_key,
+        content_hash=new.content_hash,
+        original_size=new.original_size,
+        codec=new.codec,
+        container=new.container,
+        sample_rate=new.sample_rate,
+        channels=new.channels,
+        bit_rate=new.bit_rate,
+        status=TrackStatus.processing,
+    )
+    db_session.add(track)
+    await db_session.flush()
+    specs = new.artists or (CreditSpec(UNKNOWN_ARTIST),)
+    seen: set[uuid.UUID] = set()
+    for position, spec in enumerate(specs):
+        artist = await get_or_create_artist(
+            db_session=db_session, name=spec.name, musicbrainz_id=spec.musicbrainz_id
+        )
+        if artist.id in seen:
+            continue
+        seen.add(artist.id)
+        db_session.add(
+            TrackArtist(track_id=track.id, artist_id=artist.id, role=spec.role, position=position)
+        )
+    genre_ids: set[uuid.UUID] = set()
+    for genre_name in new.genres:
+        if not genre_name.strip():
+            continue
+        genre = await get_or_create_genre(db_session=db_session, name=genre_name)
+        if genre.id in genre_ids:
+            continue
+        genre_ids.add(genre.id)
+        db_session.add(TrackGenre(track_id=track.id, genre_id=genre.id))
+        linked = await db_session.scalar(
+            select(AlbumGenre).where(
+                AlbumGenre.album_id == album.id, AlbumGenre.genre_id == genre.id
+            )
+        )
+        if linked is None:
+            db_session.add(AlbumGenre(album_id=album.id, genre_id=genre.id))
+    await db_session.flush()
+    return track
+
+
+async def set_album_artwork(*, db_session: AsyncSession, album: Album, artwork_key: str) -> None:
+    """Give an album artwork when it has none yet."""
+    if album.artwork_key is None:
+        album.artwork_key = artwork_key
+        await db_session.flush()
+
+
+async def record_import_failure(
+    *, db_session: AsyncSession, path: str, reason: str, content_hash: str | None
+) -> None:
+    """Remember that a file could not be imported, and why (one row per path, newest reason)."""
+    existing = await db_session.scalar(select(ImportFailure).where(ImportFailure.path == path))
+    if existing is None:
+        db_session.add(ImportFailure(path=path, reason=reason[:2000], content_hash=content_hash))
+    else:
+        existing.reason = reason[:2000]
+        existing.content_hash = content_hash
+    await db_session.flush()
+
+
+async def clear_import_failure(*, db_session: AsyncSession, path: str) -> None:
+    """Forget an earlier failure of a file that has now been imported."""
+    existing = await db_session.scalar(select(ImportFailure).where(ImportFailure.path == path))
+    if existing is not None:
+        await db_session.delete(existing)
+        await db_session.flush()
+
+
+async def list_import_failures(*, db_session: AsyncSession) -> list[tuple[str, str]]:
+    """(path, reason) of every file the imports could not use."""
+    rows = await db_session.execute(
+        select(ImportFailure.path, ImportFailure.reason).order_by(ImportFailure.path)
+    )
+    return [(path, reason) for path, reason in rows.all()]

@@ -1,0 +1,51 @@
+"""FastAPI dependencies shared by every router: settings, database session, blob store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from encore.config import Settings
+from encore.db import session_scope
+from encore.storage import BlobStore
+
+
+@dataclass
+class AppResources:
+    """What the app opens at start and closes at shutdown; kept on `app.state.resources`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    store: BlobStore
+
+
+def get_resources(request: Request) -> AppResources:
+    """The running app's resources."""
+    resources: AppResources = request.app.state.resources
+    return resources
+
+
+async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session for one request: committed when the handler succeeds, rolled back otherwise."""
+    async for session in session_scope(get_resources(request).session_factory):
+        yield session
+
+
+def get_store(request: Request) -> BlobStore:
+    """The blob store."""
+    return get_resources(request).store
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    return get_resources(request).settings
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_db_session)]
+StoreDep = Annotated[BlobStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
