@@ -5,14 +5,32 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from typing import Any
+
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from encore import models_registry
 from encore.config import load_settings
-from encore.db import Base, create_engine
+from encore.db import Base, UTCDateTime, create_engine
 
 models_registry.import_all_models()
 target_metadata = Base.metadata
+
+
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    # Migrations must not import application types: UTCDateTime is a plain timestamptz column.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def _compare_type(
+    context: Any, inspected: Any, metadata: Any, inspected_type: Any, metadata_type: Any
+) -> bool | None:
+    if isinstance(metadata_type, UTCDateTime):
+        return not isinstance(inspected_type, sa.DateTime)
+    return None
 
 
 def _run(connection: Connection) -> None:
@@ -20,7 +38,8 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
+        compare_type=_compare_type,
+        render_item=_render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import uuid_utils
-from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy import DateTime, Dialect, MetaData, event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -43,11 +44,38 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp stored in UTC on every backend.
+
+    SQLite has no timezone type and hands back naive values; this attaches UTC on the way
+    out and refuses naive values on the way in, so clients always see an explicit offset.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Normalize an aware datetime to UTC before it is stored."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware datetime in UTC")
+        value = value.astimezone(UTC)
+        # SQLite compares timestamps as text: store them without an offset, always in UTC.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to values that come back naive (SQLite)."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     """Declarative base of every table."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: DateTime(timezone=True)}  # noqa: RUF012
+    type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012
 
 
 class UUIDPrimaryKey:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -151,6 +151,10 @@ async def test_album_lists_artists_with_roles_and_tracks_in_disc_track_order(
     ]
     assert album["tracks"][0]["explicit"] is True
     assert album["tracks"][0]["isrc"] == "GBDUW0000059"
+    # Timestamps carry an explicit UTC offset on both backends (SQLite stores them naive).
+    created = datetime.fromisoformat(album["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - created) < timedelta(minutes=5)
     assert album["artwork_url"] is None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+from pydantic import SecretStr
 from fastapi import FastAPI
 
 from encore.app import create_app
@@ -106,6 +107,7 @@ async def test_readiness_fails_with_a_503_problem_when_the_store_is_unreachable(
             "s3_endpoint": f"http://127.0.0.1:{_closed_port()}",
             "s3_allow_http": True,
             "s3_access_key_id": "test",
+            "s3_secret_access_key": SecretStr("test"),
         }
     )
     app = create_app(unreachable)
