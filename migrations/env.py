@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-
-from alembic import context
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import context
 from sqlalchemy.engine import Connection
 
 from encore import models_registry

@@ -8,11 +8,15 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import Scope
 
+from encore.catalog import service as catalog_service
+from encore.catalog.router import CACHED_DOCUMENT_ROUTES
 from encore.catalog.router import router as catalog_router
 from encore.config import Settings, get_settings
 from encore.db import create_engine, create_session_factory, ping_database, upgrade_database
 from encore.dependencies import AppResources
+from encore.document_cache import CachedDocumentMiddleware, DocumentCache
 from encore.observability import Metrics, RequestContextMiddleware, configure_logging
 from encore.problems import install_problem_handlers, problem_response
 from encore.storage import open_blob_store
@@ -26,6 +30,11 @@ Encore is an open-source music streaming backend. Every error is an RFC 9457
 """
 
 
+def _catalog_documents(scope: Scope) -> DocumentCache | None:
+    resources: AppResources | None = getattr(scope["app"].state, "resources", None)
+    return resources.catalog_documents if resources is not None else None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the Encore ASGI app for these settings (the environment's when omitted)."""
     settings = settings or get_settings()
@@ -37,11 +46,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if settings.migrate_on_start:
                 await upgrade_database(engine)
+            session_factory = create_session_factory(engine)
+
+            async def read_catalog_revision() -> int:
+                async with session_factory() as db_session:
+                    return await catalog_service.read_catalog_revision(db_session=db_session)
+
             app.state.resources = AppResources(
                 settings=settings,
                 engine=engine,
-                session_factory=create_session_factory(engine),
+                session_factory=session_factory,
                 store=open_blob_store(settings),
+                catalog_documents=DocumentCache(
+                    max_entries=settings.catalog_cache_entries,
+                    revalidate_seconds=settings.catalog_cache_revalidate_seconds,
+                    read_revision=read_catalog_revision,
+                ),
             )
             logger.info(
                 "started",
@@ -60,9 +80,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # Encore exports its own Prometheus metrics and JSON logs; FastAPI's OpenTelemetry
+        # bridge would otherwise look up the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.metrics = metrics
     install_problem_handlers(app)
+    # Last added runs first: request context (ids, logs, metrics) wraps the cache short-cut.
+    app.add_middleware(
+        CachedDocumentMiddleware, routes=CACHED_DOCUMENT_ROUTES, cache_of=_catalog_documents
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(catalog_router)
 

@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field(
         "json", description="`json` for machines (default), `console` for a human at a terminal."
     )
+    catalog_cache_entries: int = Field(
+        20_000,
+        ge=0,
+        le=1_000_000,
+        description="Rendered album documents kept in memory per process; 0 turns the cache off.",
+    )
+    catalog_cache_revalidate_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How often a process checks the catalog revision in the database; cached documents "
+            "are at most this much older than a change made by another process."
+        ),
+    )
     import_workers: int = Field(
         0,
         ge=0,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from encore.config import Settings
 from encore.db import session_scope
+from encore.document_cache import DocumentCache
 from encore.storage import BlobStore
 
 
@@ -22,30 +23,38 @@ class AppResources:
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     store: BlobStore
+    catalog_documents: DocumentCache
 
 
-def get_resources(request: Request) -> AppResources:
-    """The running app's resources."""
+def _resources(request: Request) -> AppResources:
     resources: AppResources = request.app.state.resources
     return resources
 
 
+# Dependencies are `async def` even when they do not await: FastAPI runs plain `def`
+# dependencies in a worker thread, a round trip that costs more than the whole cached answer.
+async def get_resources(request: Request) -> AppResources:
+    """The running app's resources."""
+    return _resources(request)
+
+
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for one request: committed when the handler succeeds, rolled back otherwise."""
-    async for session in session_scope(get_resources(request).session_factory):
+    async for session in session_scope(_resources(request).session_factory):
         yield session
 
 
-def get_store(request: Request) -> BlobStore:
+async def get_store(request: Request) -> BlobStore:
     """The blob store."""
-    return get_resources(request).store
+    return _resources(request).store
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     """The settings the app was created with."""
-    return get_resources(request).settings
+    return _resources(request).settings
 
 
+ResourcesDep = Annotated[AppResources, Depends(get_resources)]
 SessionDep = Annotated[AsyncSession, Depends(get_db_session)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -55,7 +55,7 @@ class PageParams(BaseModel):
     cursor: str | None
 
 
-def _page_params(
+async def _page_params(
     limit: Annotated[
         int | None, Query(ge=1, le=100, description="Items per page (1-100, default 20).")
     ] = None,

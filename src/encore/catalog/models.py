@@ -226,3 +226,14 @@ class ImportFailure(UUIDPrimaryKey, Timestamped, Base):
     content_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("path", name="uq_import_failures_path"),)
+
+
+class CatalogRevision(Base):
+    """One row counting catalog changes; caches of rendered documents watch it."""
+
+    __tablename__ = "catalog_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from encore.catalog import service
 from encore.catalog.models import AlbumType
 from encore.catalog.schemas import AlbumRead, AlbumSummary, ArtistRead, GenreRead, TrackRead
-from encore.dependencies import SessionDep, StoreDep
+from encore.dependencies import ResourcesDep, SessionDep, StoreDep
+from encore.document_cache import CachedDocumentRoute, document_response
 from encore.pagination import Page, PageDep
 from encore.problems import NotFound
 from encore.storage import BlobNotFound
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
+
+# Album pages are the hottest catalog read: their rendered JSON is cached (see get_album).
+ALBUM_DOCUMENT = CachedDocumentRoute.for_template("/v1/albums/{album_id}", kind="album")
+CACHED_DOCUMENT_ROUTES = (ALBUM_DOCUMENT,)
 
 ARTWORK_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"RIFF": "image/webp"}
 
@@ -56,10 +61,27 @@ async def list_artist_albums(
     )
 
 
-@router.get("/albums/{album_id}", response_model=AlbumRead, summary="Get an album with its tracks")
-async def get_album(album_id: uuid.UUID, db_session: SessionDep) -> AlbumRead:
-    """One album: credits with roles, genres and tracks in disc/track order with their status."""
-    return await service.get_album(db_session=db_session, album_id=album_id)
+@router.get(
+    "/albums/{album_id}",
+    response_model=AlbumRead,
+    summary="Get an album with its tracks",
+    responses={304: {"description": "The album has not changed since the ETag sent."}},
+)
+async def get_album(album_id: uuid.UUID, request: Request, resources: ResourcesDep) -> Response:
+    """One album: credits with roles, genres and tracks in disc/track order with their status.
+
+    Answers carry an ETag; send it back in If-None-Match to get a 304 when nothing changed.
+    """
+    cache = resources.catalog_documents
+    # Read the revision before the album, so a change committed meanwhile is never cached.
+    revision = await cache.current_revision()
+    key = (ALBUM_DOCUMENT.kind, str(album_id))
+    document = cache.get(key)
+    if document is None:
+        async with resources.session_factory() as db_session:
+            album = await service.get_album(db_session=db_session, album_id=album_id)
+        document = cache.put(key, album.model_dump_json().encode(), revision=revision)
+    return document_response(document, request.headers.get("if-none-match"))
 
 
 @router.get(

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, bindparam, event, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, SessionTransaction, selectinload
 
 from encore.catalog.models import (
     Album,
@@ -19,6 +19,7 @@ from encore.catalog.models import (
     AlbumGenre,
     AlbumType,
     Artist,
+    CatalogRevision,
     CreditRole,
     Genre,
     ImportFailure,
@@ -220,30 +221,131 @@ async def list_new_releases(
     return _page_of_albums(albums, limit)
 
 
+# The album page's statements are built once: constructing a select() costs more than running
+# it on SQLite, and this is the hottest read of the catalog. Plain columns, not ORM entities,
+# for the same reason. One row per (album, credited artist) and per (track, credited artist).
+_ALBUM_WITH_CREDITS = (
+    select(
+        Album.id,
+        Album.title,
+        Album.release_date,
+        Album.album_type,
+        Album.artwork_key,
+        Album.musicbrainz_id,
+        Album.created_at,
+        Artist.id.label("artist_id"),
+        Artist.name.label("artist_name"),
+        AlbumArtist.role,
+    )
+    .outerjoin(AlbumArtist, AlbumArtist.album_id == Album.id)
+    .outerjoin(Artist, Artist.id == AlbumArtist.artist_id)
+    .where(Album.id == bindparam("album_id"))
+    .order_by(AlbumArtist.position)
+)
+_ALBUM_GENRES = (
+    select(Genre.name)
+    .join(AlbumGenre, AlbumGenre.genre_id == Genre.id)
+    .where(AlbumGenre.album_id == bindparam("album_id"))
+    .order_by(Genre.name)
+)
+_ALBUM_TRACKS_WITH_CREDITS = (
+    select(
+        Track.id,
+        Track.title,
+        Track.duration_ms,
+        Track.disc_number,
+        Track.track_number,
+        Track.isrc,
+        Track.explicit,
+        Track.status,
+        Artist.id.label("artist_id"),
+        Artist.name.label("artist_name"),
+        TrackArtist.role,
+    )
+    .outerjoin(TrackArtist, TrackArtist.track_id == Track.id)
+    .outerjoin(Artist, Artist.id == TrackArtist.artist_id)
+    .where(Track.album_id == bindparam("album_id"))
+    .order_by(Track.disc_number, Track.track_number, Track.title, Track.id, TrackArtist.position)
+)
+
+
 async def get_album(*, db_session: AsyncSession, album_id: uuid.UUID) -> AlbumRead:
     """One album with credits, genres and tracks in disc/track order; NotFound if unknown."""
-    query = (
-        select(Album)
-        .where(Album.id == album_id)
-        .options(
-            selectinload(Album.credits),
-            selectinload(Album.genres),
-            selectinload(Album.tracks).selectinload(Track.credits),
-        )
-    )
-    album = await db_session.scalar(query)
-    if album is None:
+    parameters = {"album_id": album_id}
+    album_rows = (await db_session.execute(_ALBUM_WITH_CREDITS, parameters)).all()
+    if not album_rows:
         raise NotFound(f"no album with id {album_id}")
-    tracks = [_album_track(t) for t in album.tracks]
-    summary = _album_summary(album)
+    album = album_rows[0]
+    genres = (await db_session.scalars(_ALBUM_GENRES, parameters)).all()
+    tracks: list[AlbumTrackRead] = []
+    for row in (await db_session.execute(_ALBUM_TRACKS_WITH_CREDITS, parameters)).all():
+        if not tracks or tracks[-1].id != row.id:
+            tracks.append(
+                AlbumTrackRead(
+                    id=row.id,
+                    title=row.title,
+                    duration_ms=row.duration_ms,
+                    disc_number=row.disc_number,
+                    track_number=row.track_number,
+                    isrc=row.isrc,
+                    explicit=row.explicit,
+                    status=row.status,
+                    artists=[],
+                )
+            )
+        if row.artist_id is not None:
+            tracks[-1].artists.append(
+                ArtistCredit(id=row.artist_id, name=row.artist_name, role=row.role)
+            )
     return AlbumRead(
-        **summary.model_dump(),
-        genres=[g.name for g in album.genres],
+        id=album.id,
+        title=album.title,
+        release_date=album.release_date,
+        album_type=album.album_type,
+        artwork_url=artwork_url(album.id, album.artwork_key),
+        artists=[
+            ArtistCredit(id=row.artist_id, name=row.artist_name, role=row.role)
+            for row in album_rows
+            if row.artist_id is not None
+        ],
+        genres=list(genres),
         total_tracks=len(tracks),
         duration_ms=sum(t.duration_ms for t in tracks),
         musicbrainz_id=album.musicbrainz_id,
         created_at=album.created_at,
         tracks=tracks,
+    )
+
+
+_REVISION_BUMPED = "encore.catalog.revision_bumped"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_revision_bump(session: Session, transaction: SessionTransaction) -> None:
+    # The next transaction on this session must bump the revision again.
+    if transaction.parent is None:
+        session.info.pop(_REVISION_BUMPED, None)
+
+
+async def read_catalog_revision(*, db_session: AsyncSession) -> int:
+    """The catalog's change counter (0 before any change)."""
+    revision = await db_session.scalar(
+        select(CatalogRevision.revision).where(CatalogRevision.id == 1)
+    )
+    return revision or 0
+
+
+async def mark_catalog_changed(*, db_session: AsyncSession) -> None:
+    """Bump the change counter in the caller's transaction, so caches drop what they rendered."""
+    # Once per transaction is enough: readers only compare the value, never count steps.
+    if db_session.info.get(_REVISION_BUMPED):
+        return
+    db_session.info[_REVISION_BUMPED] = True
+    # The migration that creates the table inserts its single row.
+    await db_session.execute(
+        update(CatalogRevision)
+        .where(CatalogRevision.id == 1)
+        .values(revision=CatalogRevision.revision + 1)
     )
 
 
@@ -502,6 +604,7 @@ async def add_track(*, db_session: AsyncSession, album: Album, new: NewTrack) ->
         if linked is None:
             db_session.add(AlbumGenre(album_id=album.id, genre_id=genre.id))
     await db_session.flush()
+    await mark_catalog_changed(db_session=db_session)
     return track
 
 
@@ -510,6 +613,7 @@ async def set_album_artwork(*, db_session: AsyncSession, album: Album, artwork_k
     if album.artwork_key is None:
         album.artwork_key = artwork_key
         await db_session.flush()
+        await mark_catalog_changed(db_session=db_session)
 
 
 async def record_import_failure(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -10,9 +11,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from encore.app import create_app
 from encore.catalog import service as catalog_service
-from encore.catalog.models import AlbumType, CreditRole
+from encore.catalog.models import Album, AlbumType, CreditRole
 from encore.catalog.service import CreditSpec, NewTrack
+from encore.config import Settings
 
 PROBLEM = "application/problem+json"
 
@@ -334,3 +337,84 @@ async def test_writes_to_the_catalog_read_api_are_405_problems(
     assert response.headers["content-type"] == PROBLEM
     assert response.headers["allow"] == "GET"
     assert (await client.get(f"/v1/albums/{catalog.album_id}")).status_code == 200
+
+
+async def test_album_carries_an_etag_and_a_matching_if_none_match_is_a_304(
+    client: httpx.AsyncClient, catalog: Catalog
+) -> None:
+    first = await client.get(f"/v1/albums/{catalog.album_id}")
+    etag = first.headers["etag"]
+
+    again = await client.get(f"/v1/albums/{catalog.album_id}", headers={"If-None-Match": etag})
+    other = await client.get(
+        f"/v1/albums/{catalog.album_id}", headers={"If-None-Match": '"not-this-one"'}
+    )
+
+    assert first.headers["cache-control"] == "no-cache"
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    assert other.status_code == 200
+    assert other.json() == first.json()
+
+
+async def _client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://encore.test") as http:
+            yield http
+
+
+async def _add_bonus_track(db_session: AsyncSession, album_id: uuid.UUID) -> None:
+    album = await db_session.get(Album, album_id)
+    assert album is not None
+    await catalog_service.add_track(
+        db_session=db_session, album=album, new=_new_track("Late Addition", 9)
+    )
+    await db_session.commit()
+
+
+async def test_a_change_committed_elsewhere_shows_once_the_revision_is_rechecked(
+    settings: Settings, db_session: AsyncSession, catalog: Catalog
+) -> None:
+    # Revalidating on every request: the app sees a write made through another engine at once.
+    eager = settings.model_copy(update={"catalog_cache_revalidate_seconds": 0.0})
+    async for http in _client_for(eager):
+        before = await http.get(f"/v1/albums/{catalog.album_id}")
+        await _add_bonus_track(db_session, catalog.album_id)
+        after = await http.get(
+            f"/v1/albums/{catalog.album_id}", headers={"If-None-Match": before.headers["etag"]}
+        )
+
+    assert before.json()["total_tracks"] == 4
+    assert after.status_code == 200
+    assert after.json()["total_tracks"] == 5
+    assert after.headers["etag"] != before.headers["etag"]
+
+
+async def test_rendered_albums_are_served_from_memory_between_revision_checks(
+    settings: Settings, db_session: AsyncSession, catalog: Catalog
+) -> None:
+    lazy = settings.model_copy(update={"catalog_cache_revalidate_seconds": 3600.0})
+    async for http in _client_for(lazy):
+        before = await http.get(f"/v1/albums/{catalog.album_id}")
+        await _add_bonus_track(db_session, catalog.album_id)
+        cached = await http.get(f"/v1/albums/{catalog.album_id}")
+
+    assert cached.json() == before.json()
+    assert cached.headers["etag"] == before.headers["etag"]
+
+
+async def test_with_the_cache_off_every_read_is_fresh(
+    settings: Settings, db_session: AsyncSession, catalog: Catalog
+) -> None:
+    uncached = settings.model_copy(
+        update={"catalog_cache_entries": 0, "catalog_cache_revalidate_seconds": 3600.0}
+    )
+    async for http in _client_for(uncached):
+        await http.get(f"/v1/albums/{catalog.album_id}")
+        await _add_bonus_track(db_session, catalog.album_id)
+        after = await http.get(f"/v1/albums/{catalog.album_id}")
+
+    assert after.json()["total_tracks"] == 5

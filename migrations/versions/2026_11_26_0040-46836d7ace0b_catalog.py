@@ -1,8 +1,8 @@
 """catalog
 
-Revision ID: aac561d69489
+Revision ID: 46836d7ace0b
 Revises:
-Create Date: 2026-11-24 09:42:03.955634
+Create Date: 2026-11-26 00:40:50.530894
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "aac561d69489"
+revision = "46836d7ace0b"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -63,6 +63,22 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_artists_name_key"), ["name_key"], unique=False)
         batch_op.create_index("ix_artists_sort_name_id", ["sort_name", "id"], unique=False)
 
+    op.create_table(
+        "catalog_revision",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("revision", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint("id = 1", name=op.f("ck_catalog_revision_single_row")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_catalog_revision")),
+    )
+    # The single row that mark_catalog_changed() bumps.
+    op.bulk_insert(
+        sa.table(
+            "catalog_revision",
+            sa.column("id", sa.Integer()),
+            sa.column("revision", sa.BigInteger()),
+        ),
+        [{"id": 1, "revision": 0}],
+    )
     op.create_table(
         "genres",
         sa.Column("name", sa.String(length=100), nullable=False),
@@ -267,6 +283,7 @@ def downgrade() -> None:
     op.drop_table("album_artists")
     op.drop_table("import_failures")
     op.drop_table("genres")
+    op.drop_table("catalog_revision")
     with op.batch_alter_table("artists", schema=None) as batch_op:
         batch_op.drop_index("ix_artists_sort_name_id")
         batch_op.drop_index(batch_op.f("ix_artists_name_key"))
