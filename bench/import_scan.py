@@ -152,7 +152,7 @@ def _read_and_hash(paths: list[str]) -> int:
 def measure_reference(root: Path, workers: int) -> dict[str, Any]:
     """The floor any scanner pays: read and SHA-256 every file, on a pool of the same size."""
     files = [task.real_path for task in find_audio_files(root).files]
-    chunks = [files[start::workers * 8] for start in range(workers * 8)]
+    chunks = [files[start :: workers * 8] for start in range(workers * 8)]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         done = sum(pool.map(_read_and_hash, chunks))
