@@ -18,6 +18,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e ".[test]"
 	touch $@ $(VENV)/.installed-run
 
+# The first run prints the demo accounts' passwords, also kept in var/demo-credentials.txt
+# (with the default settings); later runs print where that file is.
 run: $(VENV)/.installed-run
 	$(BIN)/encore db upgrade
 	$(BIN)/encore demo --if-empty
@@ -46,6 +48,7 @@ bench-deps:
 bench: $(VENV)/.installed-test bench-deps
 	$(BIN)/python -m bench.catalog_api
 	$(BIN)/python -m bench.import_scan
+	$(BIN)/python -m bench.token_verify
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -208,9 +208,48 @@ def _wait_until_healthy(base_url: str, server: subprocess.Popen[bytes], log_path
         time.sleep(0.1)
 
 
-async def _fetch_bodies(base_url: str, album_ids: Sequence[uuid.UUID]) -> dict[str, str]:
-    limit = asyncio.Semaphore(16)
+async def _service_token(base_url: str, database_url: str) -> str:
+    # Every /v1 endpoint needs a bearer token: register a service client in the database, as
+    # `encore clients create` does, and get a client-credentials token over HTTP.
+    from encore.auth import service as auth_service
+    from encore.config import load_settings
+    from encore.db import create_engine, create_session_factory
+
+    engine = create_engine(load_settings(database_url=database_url))
+    try:
+        async with create_session_factory(engine)() as db_session:
+            created = await auth_service.create_client(
+                db_session=db_session,
+                name="catalog benchmark",
+                confidential=True,
+                grant_types=(auth_service.GRANT_CLIENT_CREDENTIALS,),
+                scopes=("analytics",),
+            )
+            await db_session.commit()
+    finally:
+        await engine.dispose()
+    assert created.secret is not None
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        answer = await client.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(created.client.client_id, created.secret),
+        )
+    answer.raise_for_status()
+    token: str = answer.json()["access_token"]
+    return token
+
+
+def service_token(base_url: str, database_url: str) -> str:
+    """A client-credentials access token from the running server."""
+    return asyncio.run(_service_token(base_url, database_url))
+
+
+async def _fetch_bodies(
+    base_url: str, album_ids: Sequence[uuid.UUID], headers: dict[str, str]
+) -> dict[str, str]:
+    limit = asyncio.Semaphore(16)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as client:
 
         async def fetch(album_id: uuid.UUID) -> tuple[str, str]:
             async with limit:
@@ -221,17 +260,26 @@ async def _fetch_bodies(base_url: str, album_ids: Sequence[uuid.UUID]) -> dict[s
         return dict(await asyncio.gather(*(fetch(album_id) for album_id in album_ids)))
 
 
-def fetch_bodies(base_url: str, album_ids: Sequence[uuid.UUID]) -> dict[str, str]:
+def fetch_bodies(
+    base_url: str, album_ids: Sequence[uuid.UUID], headers: dict[str, str]
+) -> dict[str, str]:
     """The JSON bodies the server answers for these albums, by album id."""
-    return asyncio.run(_fetch_bodies(base_url, album_ids))
+    return asyncio.run(_fetch_bodies(base_url, album_ids, headers))
 
 
 def run_wrk(
-    base_url: str, *, script: Path, ids_file: Path, load: LoadSettings, duration_s: int
+    base_url: str,
+    *,
+    script: Path,
+    ids_file: Path,
+    load: LoadSettings,
+    duration_s: int,
+    headers: dict[str, str],
 ) -> dict[str, Any]:
     """Run wrk with the album script for `duration_s` seconds and return its JSON figures."""
     command = [
         "wrk",
+        *(f"--header={name}: {value}" for name, value in headers.items()),
         f"--threads={load.threads}",
         f"--connections={load.connections}",
         f"--duration={duration_s}s",
@@ -257,13 +305,31 @@ def run_wrk(
 
 
 def measure(
-    server: str, base_url: str, *, script: Path, ids_file: Path, load: LoadSettings
+    server: str,
+    base_url: str,
+    *,
+    script: Path,
+    ids_file: Path,
+    load: LoadSettings,
+    headers: dict[str, str],
 ) -> LoadResult:
     """Warm the server up, then measure it under the full load."""
     print(f"  {server}: warm-up {load.warmup_s} s, then {load.duration_s} s", file=sys.stderr)
-    run_wrk(base_url, script=script, ids_file=ids_file, load=load, duration_s=load.warmup_s)
+    run_wrk(
+        base_url,
+        script=script,
+        ids_file=ids_file,
+        load=load,
+        duration_s=load.warmup_s,
+        headers=headers,
+    )
     figures = run_wrk(
-        base_url, script=script, ids_file=ids_file, load=load, duration_s=load.duration_s
+        base_url,
+        script=script,
+        ids_file=ids_file,
+        load=load,
+        duration_s=load.duration_s,
+        headers=headers,
     )
     return LoadResult(
         server=server,
@@ -412,7 +478,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     def measure_encore(
         label: str, database_url: str, ids: Path, sample_ids: Sequence[uuid.UUID], **env: str
-    ) -> tuple[LoadResult, dict[str, str]]:
+    ) -> tuple[LoadResult, dict[str, str], dict[str, str]]:
         # Every sampled album is fetched once before the load: the figures are those of a
         # running service whose hot albums are rendered, not of its first seconds.
         with running_server(
@@ -422,11 +488,17 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             cpus=server_cpus,
             log_name=label.replace(", ", "-").replace(" ", "-").lower(),
         ) as base_url:
-            fetched = fetch_bodies(base_url, sample_ids)
-            return measure(label, base_url, script=script, ids_file=ids, load=load), fetched
+            headers = {"Authorization": f"Bearer {service_token(base_url, database_url)}"}
+            fetched = fetch_bodies(base_url, sample_ids, headers)
+            result = measure(
+                label, base_url, script=script, ids_file=ids, load=load, headers=headers
+            )
+            return result, fetched, headers
 
     results: list[LoadResult] = []
-    encore_sqlite, bodies = measure_encore("Encore, SQLite", sqlite_url, ids_file, sample)
+    encore_sqlite, bodies, token_header = measure_encore(
+        "Encore, SQLite", sqlite_url, ids_file, sample
+    )
     results.append(encore_sqlite)
     bodies_file.write_text(json.dumps(bodies), encoding="utf-8")
     if args.uncached:
@@ -453,6 +525,8 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             script=script,
             ids_file=ids_file,
             load=load,
+            # The same Authorization header (ignored): the same bytes on the wire as Encore's.
+            headers=token_header,
         )
 
     if args.postgres:

@@ -15,6 +15,7 @@ from encore.app import create_app
 from encore.config import Settings, load_settings
 from encore.db import create_engine, create_session_factory
 from encore.storage import BlobStore, open_blob_store
+from tests.fixtures.oauth import asgi_client, service_token
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.seaweedfs"]
 
@@ -44,6 +45,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         storage_url=f"file://{tmp_path / 'media'}",
         log_level="warning",
         import_workers=2,
+        secret_key_file=str(tmp_path / "secret.key"),
     )
 
 
@@ -73,8 +75,15 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
+async def anonymous_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app through ASGI, without credentials."""
+    async with asgi_client(app) as http:
+        yield http
+
+
+@pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to the app through ASGI."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://encore.test") as http:
+    """An HTTP client holding a client-credentials access token (enough for catalog reads)."""
+    async with asgi_client(app) as http:
+        http.headers["Authorization"] = f"Bearer {await service_token(app, http)}"
         yield http

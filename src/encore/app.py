@@ -10,6 +10,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
+from encore.auth.dependencies import bearer_token
+from encore.auth.oauth_router import router as oauth_router
+from encore.auth.router import router as accounts_router
+from encore.auth.runtime import AuthRuntime
+from encore.auth.tokens import InvalidToken
 from encore.catalog import service as catalog_service
 from encore.catalog.router import CACHED_DOCUMENT_ROUTES
 from encore.catalog.router import router as catalog_router
@@ -35,6 +40,20 @@ def _catalog_documents(scope: Scope) -> DocumentCache | None:
     return resources.catalog_documents if resources is not None else None
 
 
+async def _has_valid_token(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    # Catalog reads accept any valid access token (client credentials included).
+    authorization = headers.get(b"authorization")
+    token = bearer_token(authorization.decode("latin-1") if authorization else None)
+    if token is None:
+        return False
+    resources: AppResources = scope["app"].state.resources
+    try:
+        await resources.auth.verifier.verify(token)
+    except InvalidToken:
+        return False
+    return True
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the Encore ASGI app for these settings (the environment's when omitted)."""
     settings = settings or get_settings()
@@ -47,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.migrate_on_start:
                 await upgrade_database(engine)
             session_factory = create_session_factory(engine)
+            auth = await AuthRuntime.start(settings, session_factory)
 
             async def read_catalog_revision() -> int:
                 async with session_factory() as db_session:
@@ -57,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 engine=engine,
                 session_factory=session_factory,
                 store=open_blob_store(settings),
+                auth=auth,
                 catalog_documents=DocumentCache(
                     max_entries=settings.catalog_cache_entries,
                     revalidate_seconds=settings.catalog_cache_revalidate_seconds,
@@ -88,9 +109,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     # Last added runs first: request context (ids, logs, metrics) wraps the cache short-cut.
     app.add_middleware(
-        CachedDocumentMiddleware, routes=CACHED_DOCUMENT_ROUTES, cache_of=_catalog_documents
+        CachedDocumentMiddleware,
+        routes=CACHED_DOCUMENT_ROUTES,
+        cache_of=_catalog_documents,
+        may_read=_has_valid_token,
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.include_router(oauth_router)
+    app.include_router(accounts_router)
     app.include_router(catalog_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")

@@ -1,15 +1,21 @@
-"""The `encore` command line: serve, db, import and demo."""
+"""The `encore` command line: serve, db, import, demo, users, clients and keys."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from encore.auth.models import Role
 from encore.config import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 app = typer.Typer(
     help="Encore, an open-source music streaming backend.",
@@ -18,8 +24,20 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="Accounts: create, change roles, disable, list.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+clients_app = typer.Typer(
+    help="OAuth clients: the applications allowed to ask for tokens.", no_args_is_help=True
+)
+app.add_typer(clients_app, name="clients")
+keys_app = typer.Typer(help="The keys that sign access and id tokens.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console(stderr=True)
+# Results (tables) go to stdout, so they can be piped apart from the progress messages.
+output = Console()
+
+_Result = TypeVar("_Result")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -28,6 +46,55 @@ def _settings(**overrides: object) -> Settings:
     except SettingsError as exc:
         console.print(f"[red]encore: {exc}[/red]")
         raise typer.Exit(2) from None
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]encore: {escape(message)}[/red]", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+async def _require_migrated(engine: AsyncEngine) -> None:
+    from encore.db import database_revision
+    from encore.problems import Problem
+
+    current, head = await database_revision(engine)
+    if current is None:
+        raise Problem("the database has no tables yet; run `encore db upgrade` first")
+    if current != head:
+        raise Problem(
+            f"the database is at revision {current}, this Encore needs {head}; "
+            "run `encore db upgrade` first"
+        )
+
+
+def _run_in_session(
+    settings: Settings, work: Callable[[AsyncSession], Awaitable[_Result]]
+) -> _Result:
+    """Run `work` in one session on a migrated database and commit; a Problem exits 1."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from encore.db import create_engine, create_session_factory
+    from encore.problems import Problem
+
+    async def run() -> _Result:
+        engine = create_engine(settings)
+        try:
+            await _require_migrated(engine)
+            async with create_session_factory(engine)() as db_session:
+                result = await work(db_session)
+                await db_session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except Problem as exc:
+        _fail(exc.detail)
+    except (OSError, OperationalError, InterfaceError) as exc:
+        # Driver errors run to many lines of SQL; the first one says what went wrong.
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _fail(f"cannot use the database: {first_line}")
 
 
 @app.command()
@@ -39,9 +106,16 @@ def serve(
     import uvicorn
 
     from encore.app import create_app
+    from encore.auth.secrets import load_master_key
     from encore.observability import configure_logging
 
     settings = _settings(host=host, port=port)
+    try:
+        # Checked before the server starts, so a bad key is one clear line, not a traceback.
+        load_master_key(settings)
+    except SettingsError as exc:
+        console.print(f"[red]encore: {exc}[/red]")
+        raise typer.Exit(2) from None
     configure_logging(settings)
     uvicorn.run(
         create_app(settings),
@@ -119,11 +193,306 @@ def demo(
         bool, typer.Option("--if-empty", help="Do nothing when the catalog has tracks.")
     ] = False,
 ) -> None:
-    """Write a small demo library of synthesized, tagged audio and import it."""
+    """Load a small demo library of synthesized, tagged audio, and make demo accounts."""
     from encore.catalog.demo import run_demo_command
 
     settings = _settings()
     asyncio.run(run_demo_command(settings=settings, console=console, only_if_empty=if_empty))
+
+
+# ---------------------------------------------------------------------------------------------
+# Users
+
+RoleOption = Annotated[
+    list[Role],
+    typer.Option("--role", help="A role (repeat for several); listener is always included."),
+]
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[
+        str, typer.Argument(help="Sign-in name: 3-32 letters, digits, '.', '_' or '-'.")
+    ],
+    email: Annotated[str, typer.Option(help="Email address.")],
+    password: Annotated[
+        str | None,
+        typer.Option(
+            help="Password; asked for (hidden) when omitted, which keeps it out of "
+            "your shell history."
+        ),
+    ] = None,
+    role: RoleOption = [Role.listener],  # noqa: B006 (only ever read)
+    display_name: Annotated[
+        str | None, typer.Option(help="Name shown to others (default: the username).")
+    ] = None,
+) -> None:
+    """Create an account."""
+    from encore.auth import service as auth_service
+    from encore.problems import Problem
+
+    settings = _settings()
+    try:
+        auth_service.check_username(username)
+    except Problem as exc:
+        _fail(exc.detail)
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    # Narrowed to str for the closure below, which would not see the narrowing of `password`.
+    chosen = password
+
+    async def work(db_session: AsyncSession) -> list[str]:
+        user = await auth_service.create_user(
+            db_session=db_session,
+            username=username,
+            email=email,
+            password=chosen,
+            display_name=display_name,
+            roles=role,
+        )
+        return list(user.roles)
+
+    roles = _run_in_session(settings, work)
+    console.print(f"created user {escape(username)} ({', '.join(roles)})")
+
+
+@users_app.command("set-role")
+def users_set_role(
+    username: Annotated[str, typer.Argument(help="The account.")],
+    role: RoleOption,
+) -> None:
+    """Give an account exactly these roles (listener always included)."""
+    from encore.auth import service as auth_service
+
+    settings = _settings()
+
+    async def work(db_session: AsyncSession) -> list[str]:
+        user = await auth_service.set_roles(db_session=db_session, username=username, roles=role)
+        return list(user.roles)
+
+    roles = _run_in_session(settings, work)
+    console.print(f"{escape(username)} now has the roles: {', '.join(roles)}")
+
+
+def _set_disabled(username: str, *, disabled: bool) -> Settings:
+    from encore.auth import service as auth_service
+
+    settings = _settings()
+
+    async def work(db_session: AsyncSession) -> None:
+        await auth_service.set_disabled(db_session=db_session, username=username, disabled=disabled)
+
+    _run_in_session(settings, work)
+    return settings
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="The account.")]) -> None:
+    """Stop an account from signing in, and sign it out everywhere."""
+    settings = _set_disabled(username, disabled=True)
+    console.print(
+        f"{escape(username)} is disabled and signed out everywhere (access tokens already "
+        f"issued expire within {settings.access_token_minutes} minutes)"
+    )
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument(help="The account.")]) -> None:
+    """Let a disabled account sign in again."""
+    _set_disabled(username, disabled=False)
+    console.print(f"{escape(username)} is enabled")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List every account."""
+    from rich.table import Table
+
+    from encore.auth import service as auth_service
+
+    settings = _settings()
+
+    async def work(db_session: AsyncSession) -> list[tuple[str, str, str, bool]]:
+        rows: list[tuple[str, str, str, bool]] = []
+        cursor: str | None = None
+        while True:
+            page = await auth_service.list_users(db_session=db_session, limit=100, cursor=cursor)
+            rows.extend(
+                (user.username, user.email, ", ".join(user.roles), user.disabled)
+                for user in page.items
+            )
+            if page.next_cursor is None:
+                return rows
+            cursor = page.next_cursor
+
+    rows = _run_in_session(settings, work)
+    table = Table()
+    for column in ("username", "email", "roles", "disabled"):
+        # Folded, never cut short: a truncated name cannot be typed back.
+        table.add_column(column, overflow="fold")
+    for username, email, roles, disabled in rows:
+        table.add_row(escape(username), escape(email), roles, "yes" if disabled else "")
+    output.print(table)
+    console.print(f"{len(rows)} users")
+
+
+# ---------------------------------------------------------------------------------------------
+# OAuth clients
+
+# Short names for grant types whose official names are URNs.
+_GRANT_ALIASES = {"device_code": "urn:ietf:params:oauth:grant-type:device_code"}
+
+
+def _grant_label(grant: str) -> str:
+    return next((short for short, full in _GRANT_ALIASES.items() if full == grant), grant)
+
+
+@clients_app.command("create")
+def clients_create(
+    name: Annotated[str, typer.Argument(help="Name shown to users when they sign in.")],
+    redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option("--redirect-uri", help="Where sign-ins return to (repeatable)."),
+    ] = None,
+    confidential: Annotated[
+        bool, typer.Option("--confidential", help="A server that can keep a secret.")
+    ] = False,
+    first_party: Annotated[
+        bool, typer.Option("--first-party", help="Ours: users are not asked for consent.")
+    ] = False,
+    grant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grant",
+            help="Grant type (repeatable): authorization_code, refresh_token, "
+            "client_credentials, device_code. Default: authorization_code and refresh_token.",
+        ),
+    ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="A scope the client may ask for (repeatable)."),
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option("--client-id", help="Its client_id (default: random).")
+    ] = None,
+) -> None:
+    """Register an OAuth client; prints its client_id (and secret, this once)."""
+    from encore.auth import service as auth_service
+
+    settings = _settings()
+    options: dict[str, list[str]] = {}
+    if grant:
+        options["grant_types"] = [_GRANT_ALIASES.get(entry, entry) for entry in grant]
+    if scope:
+        options["scopes"] = scope
+
+    async def work(db_session: AsyncSession) -> auth_service.NewClient:
+        return await auth_service.create_client(
+            db_session=db_session,
+            name=name,
+            redirect_uris=redirect_uri or (),
+            confidential=confidential,
+            first_party=first_party,
+            client_id=client_id,
+            **options,
+        )
+
+    created = _run_in_session(settings, work)
+    console.print(f"created client {escape(created.client.name)}")
+    # Plain lines on stdout: scripts read these.
+    typer.echo(f"client_id: {created.client.client_id}")
+    if created.secret is not None:
+        typer.echo(f"client_secret: {created.secret}")
+        console.print(
+            "[yellow]the client secret is shown only now: Encore keeps just a hash of it. "
+            "Store it safely.[/yellow]"
+        )
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """List the registered OAuth clients."""
+    from rich.table import Table
+
+    from encore.auth import service as auth_service
+
+    settings = _settings()
+
+    async def work(db_session: AsyncSession) -> list[tuple[str, ...]]:
+        return [
+            (
+                client.client_id,
+                client.name,
+                "yes" if client.confidential else "",
+                "yes" if client.first_party else "",
+                "\n".join(_grant_label(grant) for grant in client.grant_types),
+                "\n".join(client.redirect_uris),
+            )
+            for client in await auth_service.list_clients(db_session=db_session)
+        ]
+
+    rows = _run_in_session(settings, work)
+    table = Table()
+    for column in ("client_id", "name", "confidential", "first_party", "grants", "redirect uris"):
+        # Folded, never cut short: a truncated client_id cannot be typed back.
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    output.print(table)
+    console.print(f"{len(rows)} clients")
+
+
+@clients_app.command("delete")
+def clients_delete(client_id: Annotated[str, typer.Argument(help="Its client_id.")]) -> None:
+    """Remove an OAuth client and every sign-in made through it."""
+    from encore.auth import service as auth_service
+
+    settings = _settings()
+
+    async def work(db_session: AsyncSession) -> None:
+        await auth_service.delete_client(db_session=db_session, client_id=client_id)
+
+    _run_in_session(settings, work)
+    console.print(
+        f"deleted client {escape(client_id)}; its access tokens already issued expire within "
+        f"{settings.access_token_minutes} minutes"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Signing keys
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new token signing key current and retire the old one."""
+    from sqlalchemy import select
+
+    from encore.auth.models import SigningKey
+    from encore.auth.runtime import SIGNING_KEY_PURPOSE
+    from encore.auth.secrets import SecretBox, load_master_key
+    from encore.auth.tokens import create_signing_key
+
+    settings = _settings()
+    try:
+        box = SecretBox.for_purpose(load_master_key(settings), SIGNING_KEY_PURPOSE)
+    except SettingsError as exc:
+        console.print(f"[red]encore: {escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+    async def work(db_session: AsyncSession) -> tuple[str, bool]:
+        previous = await db_session.scalar(
+            select(SigningKey.kid).where(SigningKey.retired_at.is_(None)).limit(1)
+        )
+        return await create_signing_key(db_session=db_session, box=box), previous is not None
+
+    kid, retired_one = _run_in_session(settings, work)
+    console.print(f"signing key {kid} is now current; every server signs with it within a minute")
+    if retired_one:
+        console.print(
+            "the old key stays published at /oauth/jwks until the tokens it signed expire "
+            f"({settings.access_token_minutes} minutes), so nobody is signed out"
+        )
 
 
 if __name__ == "__main__":

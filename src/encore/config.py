@@ -82,6 +82,52 @@ class Settings(BaseSettings):
             "are at most this much older than a change made by another process."
         ),
     )
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Server master key, base64url of at least 32 random bytes. It encrypts the token "
+            "signing keys and app passwords at rest and signs login-form tokens. Every process "
+            "of one deployment needs the same key. When unset, the key is read from "
+            "`secret_key_file`, which is created on first start."
+        ),
+    )
+    secret_key_file: str = Field(
+        "./var/secret.key",
+        description=(
+            "File holding the master key when `secret_key` is unset; created (mode 0600) with a "
+            "fresh random key on first start. A file that exists but holds no valid key stops "
+            "start-up."
+        ),
+    )
+    registration_open: bool = Field(
+        True, description="Whether anyone may create an account with `POST /v1/users`."
+    )
+    access_token_minutes: int = Field(
+        15, ge=1, le=60, description="Lifetime of an access token (a signed JWT)."
+    )
+    refresh_token_days: int = Field(
+        30, ge=1, le=365, description="A refresh token expires when unused for this long."
+    )
+    session_max_days: int = Field(
+        90,
+        ge=1,
+        le=730,
+        description="Absolute lifetime of a sign-in (a refresh-token family), however used.",
+    )
+    web_client_redirect_uris: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Redirect URIs of the first-party web player client `encore-web` (JSON list); "
+            "empty means `{public_url}/callback`."
+        ),
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses or CIDR networks of reverse proxies whose X-Forwarded-For is believed "
+            '(JSON list, e.g. `["10.0.0.0/8"]`); from anyone else the header is ignored.'
+        ),
+    )
     import_workers: int = Field(
         0,
         ge=0,
@@ -105,6 +151,39 @@ class Settings(BaseSettings):
         if not value.startswith(("file://", "memory://", "s3://")):
             raise ValueError("must start with file://, memory:// or s3://")
         return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from encore.auth.secrets import decode_master_key
+
+            decode_master_key(value.get_secret_value())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_public_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ValueError("must be an absolute http(s) URL such as https://music.example.com")
+        return value.rstrip("/")
+
+    @property
+    def issuer(self) -> str:
+        """The OAuth issuer identifier: the public URL."""
+        return self.public_url
 
     @property
     def is_sqlite(self) -> bool:

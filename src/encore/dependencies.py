@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from encore.auth.runtime import AuthRuntime
 from encore.config import Settings
 from encore.db import session_scope
 from encore.document_cache import DocumentCache
@@ -23,6 +24,7 @@ class AppResources:
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     store: BlobStore
+    auth: AuthRuntime
     catalog_documents: DocumentCache
 
 

@@ -179,10 +179,12 @@ class CachedDocumentMiddleware:
         *,
         routes: tuple[CachedDocumentRoute, ...],
         cache_of: Callable[[Scope], DocumentCache | None],
+        may_read: Callable[[Scope, dict[bytes, bytes]], Awaitable[bool]],
     ) -> None:
         self.app = app
         self.routes = routes
         self.cache_of = cache_of
+        self.may_read = may_read
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
@@ -201,12 +203,14 @@ class CachedDocumentMiddleware:
             document = cache.get((route.kind, match.group(1)))
             if document is None:
                 break
+            headers = dict(scope["headers"])
+            # The same access rule as the route's own: anyone else gets the full handler's 401.
+            if not await self.may_read(scope, headers):
+                break
             scope["route"] = route
-            if_none_match = None
-            for name, value in scope["headers"]:
-                if name == b"if-none-match":
-                    if_none_match = value.decode("latin-1")
-                    break
-            await send_document(document, if_none_match, send)
+            if_none_match = headers.get(b"if-none-match")
+            await send_document(
+                document, if_none_match.decode("latin-1") if if_none_match else None, send
+            )
             return
         await self.app(scope, receive, send)

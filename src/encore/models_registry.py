@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS_WITH_MODELS = ("catalog",)
+DOMAINS_WITH_MODELS = ("auth", "catalog")
 
 
 def import_all_models() -> None:

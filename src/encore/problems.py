@@ -62,6 +62,30 @@ class Conflict(Problem):
     slug = "conflict"
 
 
+class Unauthorized(Problem):
+    """No valid credentials: the client must (re-)authenticate."""
+
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+
+class Forbidden(Problem):
+    """Authenticated, but not allowed to do this."""
+
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
+class TooManyRequests(Problem):
+    """The client must wait before trying again."""
+
+    status = 429
+    title = "Too many requests"
+    slug = "too-many-requests"
+
+
 class InvalidInput(Problem):
     """The request is well formed JSON but its content cannot be used."""
 

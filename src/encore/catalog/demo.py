@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEMO_ALBUMS",
     "DemoAlbum",
+    "demo_credentials_path",
     "demo_library_path",
     "run_demo_command",
     "write_demo_library",
@@ -210,19 +211,32 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         temp.unlink(missing_ok=True)
 
 
-def demo_library_path(settings: Settings) -> Path:
-    """Where the demo library is written: beside the SQLite database, else under ./var."""
+def _demo_data_path(settings: Settings) -> Path:
+    # Beside the SQLite database, so a second Encore with its own database has its own demo.
     if settings.is_sqlite:
         database = make_url(settings.database_url).database
         if database and database != ":memory:":
-            return Path(database).resolve().parent / "demo-library"
-    return Path("var").resolve() / "demo-library"
+            return Path(database).resolve().parent
+    return Path("var").resolve()
+
+
+def demo_library_path(settings: Settings) -> Path:
+    """Where the demo library is written: beside the SQLite database, else under ./var."""
+    return _demo_data_path(settings) / "demo-library"
+
+
+def demo_credentials_path(settings: Settings) -> Path:
+    """Where the demo accounts' passwords are written: beside the demo library."""
+    from encore.auth.demo import DEMO_CREDENTIALS_FILE
+
+    return _demo_data_path(settings) / DEMO_CREDENTIALS_FILE
 
 
 async def run_demo_command(
     *, settings: Settings, console: Console, only_if_empty: bool
 ) -> ImportReport | None:
-    """Run `encore demo`: migrate, write the demo library and import it (unless not wanted)."""
+    """Run `encore demo`: migrate, write and import the demo library, make the demo accounts."""
+    from encore.auth.demo import demo_accounts_exist
     from encore.catalog import service as catalog_service
     from encore.catalog.importer import run_import_command
     from encore.db import create_engine, create_session_factory, upgrade_database
@@ -232,13 +246,64 @@ async def run_demo_command(
         await upgrade_database(engine)
         async with create_session_factory(engine)() as db_session:
             tracks = await catalog_service.count_tracks(db_session=db_session)
+            accounts_exist = await demo_accounts_exist(db_session=db_session)
     finally:
         await engine.dispose()
     if only_if_empty and tracks:
         console.print(f"catalog already has {tracks} tracks; demo not loaded")
+        _show_existing_accounts(settings, console, accounts_exist=accounts_exist)
         return None
     target = demo_library_path(settings)
     console.print(f"writing the demo library to {target}")
     files = await asyncio.to_thread(write_demo_library, target)
     console.print(f"{len(files)} demo tracks written; importing them")
-    return await run_import_command(settings=settings, root=target, console=console)
+    report = await run_import_command(settings=settings, root=target, console=console)
+    await _make_demo_accounts(settings, console)
+    return report
+
+
+async def _make_demo_accounts(settings: Settings, console: Console) -> None:
+    from rich.table import Table
+
+    from encore.auth.demo import create_demo_accounts, save_demo_credentials
+    from encore.db import create_engine, create_session_factory
+
+    engine = create_engine(settings)
+    try:
+        async with create_session_factory(engine)() as db_session:
+            created = await create_demo_accounts(
+                db_session=db_session,
+                artist_names=sorted({album.artist for album in DEMO_ALBUMS}),
+            )
+            # The file is written before the commit: a password must never exist only in
+            # the database, where nobody can read it back.
+            path = demo_credentials_path(settings)
+            if created:
+                await asyncio.to_thread(save_demo_credentials, path, created)
+            await db_session.commit()
+    finally:
+        await engine.dispose()
+    if not created:
+        _show_existing_accounts(settings, console, accounts_exist=True)
+        return
+    table = Table(title="Demo accounts", title_justify="left")
+    for column in ("username", "role", "password"):
+        table.add_column(column)
+    for username, role, password in created:
+        table.add_row(username, role, password)
+    console.print(table)
+    console.print(f"these passwords are also in {path} (readable only by you)", soft_wrap=True)
+
+
+def _show_existing_accounts(settings: Settings, console: Console, *, accounts_exist: bool) -> None:
+    path = demo_credentials_path(settings)
+    if path.exists():
+        console.print(f"demo accounts and their passwords: {path}", soft_wrap=True)
+    elif accounts_exist:
+        console.print(
+            f"the demo accounts exist but {path} is gone, and their passwords with it; "
+            "make yourself an account with `encore users create NAME --email EMAIL`",
+            soft_wrap=True,
+        )
+    else:
+        console.print("to sign in, make an account with `encore users create NAME --email EMAIL`")

@@ -71,6 +71,10 @@ class Artist(UUIDPrimaryKey, Timestamped, Base):
     name_key: Mapped[str] = mapped_column(String(500), index=True)
     sort_name: Mapped[str] = mapped_column(String(500))
     musicbrainz_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
+    # The account that manages this artist (uploads, stats); None for imported artists.
+    owner_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
 
     __table_args__ = (Index("ix_artists_sort_name_id", "sort_name", "id"),)
 

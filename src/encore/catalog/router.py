@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from encore.auth.dependencies import current_principal
 from encore.catalog import service
 from encore.catalog.models import AlbumType
 from encore.catalog.schemas import AlbumRead, AlbumSummary, ArtistRead, GenreRead, TrackRead
@@ -16,7 +17,8 @@ from encore.pagination import Page, PageDep
 from encore.problems import NotFound
 from encore.storage import BlobNotFound
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+# Catalog reads accept any valid access token, client-credentials tokens included.
+router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(current_principal)])
 
 # Album pages are the hottest catalog read: their rendered JSON is cached (see get_album).
 ALBUM_DOCUMENT = CachedDocumentRoute.for_template("/v1/albums/{album_id}", kind="album")

@@ -643,3 +643,17 @@ async def list_import_failures(*, db_session: AsyncSession) -> list[tuple[str, s
         select(ImportFailure.path, ImportFailure.reason).order_by(ImportFailure.path)
     )
     return [(path, reason) for path, reason in rows.all()]
+
+
+async def assign_artist_owner(
+    *, db_session: AsyncSession, artist_names: Sequence[str], user_id: uuid.UUID
+) -> int:
+    """Make a user the owner of the artists with these names; returns how many were matched."""
+    keys = sorted({name_key(name) for name in artist_names})
+    if not keys:
+        return 0
+    result = await db_session.execute(
+        update(Artist).where(Artist.name_key.in_(keys)).values(owner_user_id=user_id)
+    )
+    await db_session.flush()
+    return int(getattr(result, "rowcount", 0) or 0)

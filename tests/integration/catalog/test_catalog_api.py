@@ -16,6 +16,7 @@ from encore.catalog import service as catalog_service
 from encore.catalog.models import Album, AlbumType, CreditRole
 from encore.catalog.service import CreditSpec, NewTrack
 from encore.config import Settings
+from tests.fixtures.oauth import asgi_client, service_token
 
 PROBLEM = "application/problem+json"
 
@@ -360,10 +361,9 @@ async def test_album_carries_an_etag_and_a_matching_if_none_match_is_a_304(
 
 async def _client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://encore.test") as http:
-            yield http
+    async with application.router.lifespan_context(application), asgi_client(application) as http:
+        http.headers["Authorization"] = f"Bearer {await service_token(application, http)}"
+        yield http
 
 
 async def _add_bonus_track(db_session: AsyncSession, album_id: uuid.UUID) -> None:
