@@ -44,6 +44,7 @@ test: lint typecheck pytest
 # Benchmarks need a load generator from Debian's packages.
 bench-deps:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg)
 
 bench: $(VENV)/.installed-test bench-deps
 	$(BIN)/python -m bench.catalog_api

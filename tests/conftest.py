@@ -46,6 +46,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         log_level="warning",
         import_workers=2,
         secret_key_file=str(tmp_path / "secret.key"),
+        # Tests run jobs when they choose to (tests.fixtures.jobs), not in the background.
+        workers=0,
     )
 
 

@@ -16,6 +16,7 @@ from encore.auth.oauth_router import router as oauth_router
 from encore.auth.router import router as accounts_router
 from encore.auth.runtime import AuthRuntime
 from encore.auth.tokens import InvalidToken
+from encore.bus import WorkerPool
 from encore.catalog import service as catalog_service
 from encore.catalog.router import CACHED_DOCUMENT_ROUTES
 from encore.catalog.router import router as catalog_router
@@ -23,6 +24,7 @@ from encore.config import Settings, get_settings
 from encore.db import create_engine, create_session_factory, ping_database, upgrade_database
 from encore.dependencies import AppResources
 from encore.document_cache import CachedDocumentMiddleware, DocumentCache
+from encore.media.router import router as media_router
 from encore.observability import Metrics, RequestContextMiddleware, configure_logging
 from encore.problems import install_problem_handlers, problem_response
 from encore.storage import open_blob_store
@@ -73,11 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 async with session_factory() as db_session:
                     return await catalog_service.read_catalog_revision(db_session=db_session)
 
+            store = open_blob_store(settings)
             app.state.resources = AppResources(
                 settings=settings,
                 engine=engine,
                 session_factory=session_factory,
-                store=open_blob_store(settings),
+                store=store,
                 auth=auth,
                 catalog_documents=DocumentCache(
                     max_entries=settings.catalog_cache_entries,
@@ -93,7 +96,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # What start-up built (modules, routes, models) lives as long as the process: move
             # it out of the collector's sight, so collections during requests stay short.
             gc.freeze()
-            yield
+            # In-process job workers (transcoding and the like): none when ENCORE_WORKERS=0.
+            workers = WorkerPool.from_settings(
+                settings=settings, session_factory=session_factory, store=store
+            )
+            await workers.start()
+            try:
+                yield
+            finally:
+                # Running jobs may finish; after the grace period they go back to the queue.
+                await workers.stop(grace=10)
         finally:
             gc.unfreeze()
             await engine.dispose()
@@ -123,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router)
     app.include_router(accounts_router)
     app.include_router(catalog_router)
+    app.include_router(media_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The `encore` command line: serve, db, import, demo, users, clients and keys."""
+"""The `encore` command line: serve, worker, db, import, demo, users, clients and keys."""
 
 from __future__ import annotations
 
@@ -177,12 +177,22 @@ def import_command(
     workers: Annotated[
         int | None, typer.Option(min=1, max=64, help="Scanning processes (default: one per core).")
     ] = None,
+    process: Annotated[
+        bool,
+        typer.Option(
+            "--process/--no-process",
+            help="Transcode the new tracks here and wait (default), or leave the jobs to the "
+            "workers of `encore serve` / `encore worker`.",
+        ),
+    ] = True,
 ) -> None:
     """Import a folder of music (mp3, flac, ogg/opus, m4a/aac, wav) into the catalog."""
     from encore.catalog.importer import run_import_command
 
     settings = _settings(import_workers=workers)
-    report = asyncio.run(run_import_command(settings=settings, root=path, console=console))
+    report = asyncio.run(
+        run_import_command(settings=settings, root=path, console=console, process=process)
+    )
     if report.imported == 0 and report.failed and not report.already_known:
         raise typer.Exit(1)
 
@@ -198,6 +208,73 @@ def demo(
 
     settings = _settings()
     asyncio.run(run_demo_command(settings=settings, console=console, only_if_empty=if_empty))
+
+
+@app.command()
+def worker(
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Jobs run at once (default: ENCORE_WORKERS, at least 1)."),
+    ] = None,
+) -> None:
+    """Run job workers only (no HTTP) until SIGINT or SIGTERM; a second signal stops at once."""
+    import signal
+
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from encore.bus import WorkerPool
+    from encore.db import create_engine, create_session_factory
+    from encore.observability import configure_logging
+    from encore.problems import Problem
+
+    settings = _settings()
+    configure_logging(settings)
+
+    async def run() -> None:
+        engine = create_engine(settings)
+        try:
+            await _require_migrated(engine)
+            pool = WorkerPool.from_settings(
+                settings=settings,
+                session_factory=create_session_factory(engine),
+                # ENCORE_WORKERS=0 means "no workers inside `encore serve`", not none here.
+                count=count or max(settings.workers, 1),
+            )
+            stop = asyncio.Event()
+
+            def on_signal() -> None:
+                if stop.is_set():
+                    console.print("encore worker: stopping now; running jobs go back to the queue")
+                    pool.abort()
+                else:
+                    console.print("encore worker: stopping after the running jobs finish")
+                    stop.set()
+
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, on_signal)
+            await pool.start()
+            console.print(
+                f"encore worker: {len(pool.worker_ids)} workers running jobs of kinds "
+                f"{', '.join(pool.kinds) or '(none)'}"
+            )
+            try:
+                await stop.wait()
+            finally:
+                await pool.stop()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(run())
+    except Problem as exc:
+        _fail(exc.detail)
+    except (OSError, OperationalError, InterfaceError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _fail(f"cannot use the database: {first_line}")
+    console.print("encore worker: stopped")
 
 
 # ---------------------------------------------------------------------------------------------

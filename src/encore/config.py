@@ -128,6 +128,40 @@ class Settings(BaseSettings):
             '(JSON list, e.g. `["10.0.0.0/8"]`); from anyone else the header is ignored.'
         ),
     )
+    workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description=(
+            "Job workers `encore serve` runs in-process (transcoding and other jobs); 0 leaves "
+            "the jobs to separate `encore worker` processes."
+        ),
+    )
+    job_lease_seconds: int = Field(
+        300,
+        ge=5,
+        le=86_400,
+        description=(
+            "How long a claimed job stays invisible to other workers; a worker that dies "
+            "mid-job lets it be retried after this (live workers extend the lease)."
+        ),
+    )
+    job_max_attempts: int = Field(
+        5, ge=1, le=100, description="Tries before a failing job goes to the dead-letter state."
+    )
+    upload_max_bytes: int = Field(
+        500 * 1024 * 1024,
+        ge=1024,
+        description="Largest audio upload accepted (bytes); more is refused with 413.",
+    )
+    upload_max_duration_seconds: int = Field(
+        2 * 3600, ge=1, description="Longest audio upload accepted (seconds of audio)."
+    )
+    artist_storage_quota_bytes: int = Field(
+        20 * 1024 * 1024 * 1024,
+        ge=0,
+        description="Original audio an artist account may store in total (bytes).",
+    )
     import_workers: int = Field(
         0,
         ge=0,

@@ -63,7 +63,9 @@ __all__ = [
 
 logger = structlog.get_logger("encore.catalog.importer")
 
-AUDIO_EXTENSIONS = frozenset({".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wav"})
+AUDIO_EXTENSIONS = frozenset(
+    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wav", ".aif", ".aiff"}
+)
 
 # Side-car cover images, most specific name first.
 _SIDECAR_STEMS = ("cover", "folder", "front", "album")
@@ -410,12 +412,16 @@ class ImportReport:
     """What an import did: counts, the files it could not use and why, and how long it took."""
 
     root: str
+    # Groups the processing jobs of this import, so a progress bar can follow them.
+    job_group: str = field(default_factory=lambda: f"import:{uuid.uuid4()}")
     found: int = 0
     imported: int = 0
     already_known: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
+    # Tracks whose renditions could not be made (their jobs ended dead).
+    processing_failed: int = 0
 
     @property
     def tracks_per_s(self) -> float:
@@ -498,7 +504,9 @@ _Write = _TrackWrite | _FailureWrite | _ClearFailure
 _AlbumCache = dict[tuple[str, tuple[tuple[str, str], ...], uuid.UUID | None], Album]
 
 
-async def _write_track(db_session: AsyncSession, write: _TrackWrite, albums: _AlbumCache) -> None:
+async def _write_track(
+    db_session: AsyncSession, write: _TrackWrite, albums: _AlbumCache, job_group: str
+) -> None:
     scanned = write.scanned
     probe = scanned.probe
     if probe is None or scanned.content_hash is None:
@@ -553,7 +561,19 @@ async def _write_track(db_session: AsyncSession, write: _TrackWrite, albums: _Al
         artists=tuple(track_artists) or (CreditSpec(UNKNOWN_ARTIST),),
         genres=tags.genres,
     )
-    await catalog_service.add_track(db_session=db_session, album=album, new=new)
+    # Imported here, not at the top: scanning processes import this module and need neither.
+    from encore import bus
+    from encore.media import service as media_service
+
+    track = await catalog_service.add_track(db_session=db_session, album=album, new=new)
+    # Same transaction as the track: every imported track gets its renditions made.
+    await bus.enqueue_job(
+        db_session=db_session,
+        kind=media_service.PROCESS_TRACK_JOB,
+        payload={"track_id": str(track.id)},
+        dedupe_key=f"{media_service.PROCESS_TRACK_JOB}:{track.id}",
+        group_key=job_group,
+    )
 
 
 class _CatalogWriter:
@@ -618,7 +638,7 @@ class _CatalogWriter:
 
     async def _apply(self, db_session: AsyncSession, write: _Write, albums: _AlbumCache) -> None:
         if isinstance(write, _TrackWrite):
-            await _write_track(db_session, write, albums)
+            await _write_track(db_session, write, albums, self._report.job_group)
         elif isinstance(write, _FailureWrite):
             await catalog_service.record_import_failure(
                 db_session=db_session,
@@ -728,6 +748,8 @@ def print_import_summary(console: Console, report: ImportReport) -> None:
     summary.add_row("already in the catalog", str(report.already_known))
     summary.add_row("failed", f"[red]{len(report.failed)}[/red]" if report.failed else "0")
     summary.add_row("skipped links and folders", str(len(report.skipped)))
+    if report.processing_failed:
+        summary.add_row("could not be processed", f"[red]{report.processing_failed}[/red]")
     summary.add_row("duration", f"{report.duration_s:.1f} s")
     summary.add_row("files per second", f"{report.tracks_per_s:.0f}")
     console.print(summary)
@@ -747,8 +769,10 @@ def print_import_summary(console: Console, report: ImportReport) -> None:
             console.print(f"... and {len(problems) - shown} more")
 
 
-async def run_import_command(*, settings: Settings, root: Path, console: Console) -> ImportReport:
-    """Run `encore import`: import `root` with a progress bar, then print the summary."""
+async def run_import_command(
+    *, settings: Settings, root: Path, console: Console, process: bool = True
+) -> ImportReport:
+    """Run `encore import`: import `root`, process its tracks (unless not wanted), summarize."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -779,14 +803,52 @@ async def run_import_command(*, settings: Settings, root: Path, console: Console
             def advance(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
+            session_factory = create_session_factory(engine)
             report = await import_library(
                 root=root,
-                session_factory=create_session_factory(engine),
+                session_factory=session_factory,
                 store=store,
                 workers=settings.import_workers or os.cpu_count() or 1,
                 progress=advance,
             )
+            if process and report.imported:
+                processing = bar.add_task("Processing", total=report.imported)
+                await process_imported_tracks(
+                    settings=settings,
+                    session_factory=session_factory,
+                    store=store,
+                    report=report,
+                    progress=lambda done: bar.update(processing, completed=done),
+                )
     finally:
         await engine.dispose()
     print_import_summary(console, report)
     return report
+
+
+async def process_imported_tracks(
+    *,
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+    store: BlobStore,
+    report: ImportReport,
+    progress: Callable[[int], None],
+) -> None:
+    """Run the import's processing jobs here (as `encore worker` would) until all are settled."""
+    from encore.bus import JobState, WorkerPool, open_job_queue
+
+    queue = open_job_queue(settings, session_factory)
+    pool = WorkerPool.from_settings(
+        settings=settings,
+        session_factory=session_factory,
+        store=store,
+        count=settings.import_workers or os.cpu_count() or 1,
+    )
+    async with pool:
+        while True:
+            counts = await queue.job_counts_by_state(group_key=report.job_group)
+            progress(counts[JobState.done] + counts[JobState.dead])
+            if counts[JobState.queued] == 0 and counts[JobState.running] == 0:
+                report.processing_failed = counts[JobState.dead]
+                return
+            await asyncio.sleep(0.5)

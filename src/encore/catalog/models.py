@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -132,6 +133,14 @@ class Track(UUIDPrimaryKey, Timestamped, Base):
     status: Mapped[TrackStatus] = mapped_column(
         _enum(TrackStatus, "track_status"), default=TrackStatus.processing
     )
+    # Why processing failed, in words a person can act on.
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    # Blob-key prefix of the published renditions (HLS, progressive, peaks); set with `ready`.
+    renditions_prefix: Mapped[str | None] = mapped_column(String(1024))
+    # EBU R128 measurements, so players can normalize to -14 LUFS.
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)
+    true_peak_dbtp: Mapped[float | None] = mapped_column(Float)
+    track_gain_db: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     album: Mapped[Album] = relationship(back_populates="tracks")

@@ -13,6 +13,7 @@ from encore.catalog.models import AlbumType
 from encore.catalog.schemas import AlbumRead, AlbumSummary, ArtistRead, GenreRead, TrackRead
 from encore.dependencies import ResourcesDep, SessionDep, StoreDep
 from encore.document_cache import CachedDocumentRoute, document_response
+from encore.media import service as media_service
 from encore.pagination import Page, PageDep
 from encore.problems import NotFound
 from encore.storage import BlobNotFound
@@ -93,23 +94,39 @@ async def get_album(album_id: uuid.UUID, request: Request, resources: ResourcesD
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
 )
 async def get_album_artwork(
-    album_id: uuid.UUID, db_session: SessionDep, store: StoreDep
+    album_id: uuid.UUID,
+    db_session: SessionDep,
+    store: StoreDep,
+    size: Annotated[
+        int | None,
+        Query(description="Longest side in pixels: 64, 300 or 640; full size when omitted."),
+    ] = None,
+    v: Annotated[
+        str | None,
+        Query(max_length=64, description="The version in `artwork_url`; makes it cacheable."),
+    ] = None,
 ) -> Response:
     """The cover image; cached forever, since its key is content-addressed."""
     key = await service.get_album_artwork_key(db_session=db_session, album_id=album_id)
     try:
-        image = await store.get(key)
+        if size is None:
+            image = await store.get(key)
+        else:
+            image = await media_service.artwork_variant(store=store, base_key=key, size=size)
     except BlobNotFound:
         raise NotFound(f"no artwork for album {album_id}") from None
     media_type = next(
         (kind for magic, kind in ARTWORK_TYPES.items() if image.startswith(magic)),
         "application/octet-stream",
     )
+    # A URL naming the current version never changes content; without it, the cover may be
+    # replaced by its artist, so caches must check back.
+    current = v is not None and v == service.artwork_version(key)
     return Response(
         image,
         media_type=media_type,
         headers={
-            "Cache-Control": "public, max-age=31536000, immutable",
+            "Cache-Control": "public, max-age=31536000, immutable" if current else "no-cache",
             "X-Content-Type-Options": "nosniff",
         },
     )

@@ -38,6 +38,7 @@ from encore.catalog.schemas import (
     GenreRead,
     TrackRead,
 )
+from encore.db import utcnow
 from encore.pagination import Page, decode_cursor, encode_cursor
 from encore.problems import NotFound
 
@@ -62,9 +63,16 @@ def sort_name(name: str) -> str:
     return key
 
 
+def artwork_version(artwork_key: str) -> str:
+    """A short version tag of an artwork, from its content-addressed key."""
+    return artwork_key.rsplit("/", 1)[-1].split(".", 1)[0][:16]
+
+
 def artwork_url(album_id: uuid.UUID, artwork_key: str | None) -> str | None:
-    """Path of an album's artwork image, or None when the album has none."""
-    return f"/v1/albums/{album_id}/artwork" if artwork_key else None
+    """Path of an album's artwork image (versioned, so it can be cached forever), or None."""
+    if not artwork_key:
+        return None
+    return f"/v1/albums/{album_id}/artwork?v={artwork_version(artwork_key)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,6 +624,15 @@ async def set_album_artwork(*, db_session: AsyncSession, album: Album, artwork_k
         await mark_catalog_changed(db_session=db_session)
 
 
+async def replace_album_artwork(
+    *, db_session: AsyncSession, album: Album, artwork_key: str
+) -> None:
+    """Give an album new artwork (an upload by its artist)."""
+    album.artwork_key = artwork_key
+    await db_session.flush()
+    await mark_catalog_changed(db_session=db_session)
+
+
 async def record_import_failure(
     *, db_session: AsyncSession, path: str, reason: str, content_hash: str | None
 ) -> None:
@@ -657,3 +674,146 @@ async def assign_artist_owner(
     )
     await db_session.flush()
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processing and ownership
+
+
+@dataclass(frozen=True)
+class TrackSource:
+    """What the media pipeline needs to process a track."""
+
+    track_id: uuid.UUID
+    original_key: str
+    content_hash: str
+    status: TrackStatus
+    renditions_prefix: str | None
+
+
+async def get_track_source(*, db_session: AsyncSession, track_id: uuid.UUID) -> TrackSource | None:
+    """The original file of a track and where it stands, or None if the track is gone."""
+    row = (
+        await db_session.execute(
+            select(
+                Track.original_key, Track.content_hash, Track.status, Track.renditions_prefix
+            ).where(Track.id == track_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return TrackSource(
+        track_id=track_id,
+        original_key=row.original_key,
+        content_hash=row.content_hash,
+        status=row.status,
+        renditions_prefix=row.renditions_prefix,
+    )
+
+
+async def mark_track_ready(
+    *,
+    db_session: AsyncSession,
+    track_id: uuid.UUID,
+    renditions_prefix: str,
+    duration_ms: int,
+    loudness_lufs: float,
+    true_peak_dbtp: float,
+    track_gain_db: float,
+) -> None:
+    """Record a track's published renditions and loudness, and make it playable."""
+    await db_session.execute(
+        update(Track)
+        .where(Track.id == track_id)
+        .values(
+            status=TrackStatus.ready,
+            failure_reason=None,
+            renditions_prefix=renditions_prefix,
+            duration_ms=duration_ms,
+            loudness_lufs=loudness_lufs,
+            true_peak_dbtp=true_peak_dbtp,
+            track_gain_db=track_gain_db,
+            updated_at=utcnow(),
+        )
+    )
+    await mark_catalog_changed(db_session=db_session)
+
+
+async def mark_track_failed(*, db_session: AsyncSession, track_id: uuid.UUID, reason: str) -> None:
+    """Record that a track cannot be processed, and why."""
+    await db_session.execute(
+        update(Track)
+        .where(Track.id == track_id)
+        .values(status=TrackStatus.failed, failure_reason=reason[:500], updated_at=utcnow())
+    )
+    await mark_catalog_changed(db_session=db_session)
+
+
+async def get_owned_artist(
+    *, db_session: AsyncSession, artist_id: uuid.UUID, user_id: uuid.UUID
+) -> Artist | None:
+    """The artist if this account manages it, else None (another's artist looks absent)."""
+    artist = await db_session.get(Artist, artist_id)
+    if artist is None or artist.owner_user_id != user_id:
+        return None
+    return artist
+
+
+async def get_album_of_artist(
+    *, db_session: AsyncSession, album_id: uuid.UUID, artist_id: uuid.UUID
+) -> Album | None:
+    """The album if the artist is one of its primary artists, else None."""
+    album = await db_session.get(Album, album_id)
+    if album is None:
+        return None
+    credited = await db_session.scalar(
+        select(AlbumArtist.artist_id).where(
+            AlbumArtist.album_id == album_id,
+            AlbumArtist.artist_id == artist_id,
+            AlbumArtist.role == CreditRole.primary,
+        )
+    )
+    return album if credited is not None else None
+
+
+async def get_owned_album(
+    *, db_session: AsyncSession, album_id: uuid.UUID, user_id: uuid.UUID
+) -> Album | None:
+    """The album if one of its primary artists is managed by this account, else None."""
+    album = await db_session.get(Album, album_id)
+    if album is None:
+        return None
+    owned = await db_session.scalar(
+        select(AlbumArtist.artist_id)
+        .join(Artist, Artist.id == AlbumArtist.artist_id)
+        .where(
+            AlbumArtist.album_id == album_id,
+            AlbumArtist.role == CreditRole.primary,
+            Artist.owner_user_id == user_id,
+        )
+        .limit(1)
+    )
+    return album if owned is not None else None
+
+
+async def find_track_by_content_hash(
+    *, db_session: AsyncSession, content_hash: str
+) -> uuid.UUID | None:
+    """The track holding exactly these original bytes, if any."""
+    found: uuid.UUID | None = await db_session.scalar(
+        select(Track.id).where(Track.content_hash == content_hash)
+    )
+    return found
+
+
+async def tracks_awaiting_processing(
+    *, db_session: AsyncSession, limit: int = 10_000
+) -> list[uuid.UUID]:
+    """Tracks still in `processing` (to enqueue their jobs)."""
+    return list(
+        (
+            await db_session.scalars(
+                select(Track.id).where(Track.status == TrackStatus.processing).limit(limit)
+            )
+        ).all()
+    )

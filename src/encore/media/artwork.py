@@ -86,7 +86,9 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def normalize_artwork(data: bytes) -> NormalizedArtwork:
+def normalize_artwork(
+    data: bytes, formats: tuple[str, ...] = ACCEPTED_FORMATS
+) -> NormalizedArtwork:
     """Re-encode image bytes as an RGB JPEG of at most 1400 px; InvalidArtwork if unusable."""
     if not data:
         raise InvalidArtwork("empty image")
@@ -96,7 +98,7 @@ def normalize_artwork(data: bytes) -> NormalizedArtwork:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here it is an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as source:
+            with Image.open(io.BytesIO(data), formats=formats) as source:
                 width, height = source.size
                 if width <= 0 or height <= 0:
                     raise InvalidArtwork("image has no pixels")
@@ -113,7 +115,7 @@ def normalize_artwork(data: bytes) -> NormalizedArtwork:
     except InvalidArtwork:
         raise
     except UnidentifiedImageError:
-        raise InvalidArtwork("not a JPEG, PNG, WebP or GIF image") from None
+        raise InvalidArtwork(f"not an image in an accepted format ({', '.join(formats)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidArtwork("image has too many pixels") from None
     except Exception as exc:

@@ -14,16 +14,19 @@ from pathlib import Path
 
 import av
 import av.error
+from av.container import InputContainer
 
 __all__ = [
     "ALLOWED_DEMUXERS",
     "AudioProbe",
     "UnreadableAudio",
+    "describe_failure",
+    "open_audio_input",
     "probe_audio",
     "sniff_demuxer",
 ]
 
-ALLOWED_DEMUXERS = ("mp3", "flac", "ogg", "mov", "mp4", "m4a", "wav", "aac")
+ALLOWED_DEMUXERS = ("mp3", "flac", "ogg", "mov", "mp4", "m4a", "wav", "aac", "aiff")
 """FFmpeg demuxers an import may use; FFmpeg refuses any other before reading the header."""
 
 # FFmpeg's demuxer name -> the short container name stored on a track.
@@ -35,6 +38,7 @@ _CONTAINER_NAMES = {
     "mov": "mp4",
     "wav": "wav",
     "aac": "aac",
+    "aiff": "aiff",
 }
 
 _OPEN_OPTIONS = {
@@ -92,6 +96,8 @@ def sniff_demuxer(path: Path) -> str | None:
         return "mov"
     if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
         return "wav"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
         # Frame sync: the two layer bits are 00 for ADTS AAC and non-zero for MPEG audio.
         return "aac" if head[1] & 0x06 == 0 else "mp3"
@@ -201,3 +207,38 @@ def probe_audio(path: Path) -> AudioProbe:
         channels=channels,
         bit_rate=bit_rate,
     )
+
+
+def open_audio_input(path: Path) -> InputContainer:
+    """Open an audio file for decoding with probe_audio's limits; UnreadableAudio if it can't."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableAudio("empty file")
+        demuxer = sniff_demuxer(path)
+    except OSError as exc:
+        raise UnreadableAudio(f"cannot read file: {_reason(exc)}") from None
+    url = "file:" + os.path.abspath(path)  # noqa: PTH100 - FFmpeg needs a plain string
+    try:
+        container = av.open(url, format=demuxer, options=_OPEN_OPTIONS)
+    except av.error.FFmpegError as exc:
+        if demuxer is None:
+            raise UnreadableAudio(
+                f"not an audio file in a supported format ({_reason(exc)})"
+            ) from None
+        raise UnreadableAudio(f"corrupt audio: {_reason(exc)}") from None
+    except (OSError, ValueError) as exc:
+        raise UnreadableAudio(f"cannot read audio: {_reason(exc)}") from None
+    if container.format.name not in _CONTAINER_NAMES:
+        name = container.format.name
+        container.close()
+        raise UnreadableAudio(f"unsupported container format: {name}")
+    if not container.streams.audio:
+        container.close()
+        raise UnreadableAudio("no audio stream")
+    return container
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short reason a person can read for an FFmpeg or file-system error."""
+    return _reason(exc)

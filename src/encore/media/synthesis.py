@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import mutagen.aiff
 import mutagen.flac
 import mutagen.id3
 import mutagen.mp3
@@ -41,6 +42,7 @@ MP4Cover: Any = mutagen.mp4.MP4Cover
 MP4FreeForm: Any = mutagen.mp4.MP4FreeForm
 OggOpus: Any = mutagen.oggopus.OggOpus
 WAVE: Any = mutagen.wave.WAVE
+AIFF: Any = mutagen.aiff.AIFF
 
 __all__ = [
     "AudioFormat",
@@ -62,6 +64,7 @@ class AudioFormat(enum.StrEnum):
     m4a = "m4a"
     aac = "aac"  # raw ADTS stream, tagged with a leading ID3v2 header
     wav = "wav"
+    aiff = "aiff"
 
     @classmethod
     def of(cls, path: Path) -> AudioFormat:
@@ -84,6 +87,7 @@ _ENCODINGS = {
     AudioFormat.m4a: _Encoding("ipod", "aac", 128_000),
     AudioFormat.aac: _Encoding("adts", "aac", 128_000),
     AudioFormat.wav: _Encoding("wav", "pcm_s16le", None),
+    AudioFormat.aiff: _Encoding("aiff", "pcm_s16be", None),
 }
 
 A_MINOR = (220.0, 261.63, 329.63)
@@ -405,7 +409,13 @@ def write_tags(path: Path, tags: TagSpec, audio_format: AudioFormat | None = Non
             tag.add(frame)
         tag.save(path, v2_version=4)
         return
-    container = MP3(path) if audio_format is AudioFormat.mp3 else WAVE(path)
+    container: Any
+    if audio_format is AudioFormat.mp3:
+        container = MP3(path)
+    elif audio_format is AudioFormat.aiff:
+        container = AIFF(path)
+    else:
+        container = WAVE(path)
     if container.tags is None:
         container.add_tags()
     container.tags.clear()

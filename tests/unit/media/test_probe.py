@@ -21,6 +21,7 @@ EXPECTED = {
     AudioFormat.m4a: ("aac", "mp4", 44_100),
     AudioFormat.aac: ("aac", "aac", 44_100),
     AudioFormat.wav: ("pcm_s16le", "wav", 44_100),
+    AudioFormat.aiff: ("pcm_s16be", "aiff", 44_100),
 }
 
 
