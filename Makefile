@@ -50,6 +50,7 @@ bench: $(VENV)/.installed-test bench-deps
 	$(BIN)/python -m bench.catalog_api
 	$(BIN)/python -m bench.import_scan
 	$(BIN)/python -m bench.token_verify
+	$(BIN)/python -m bench.transcode
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

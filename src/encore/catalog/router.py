@@ -7,15 +7,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from encore.auth.dependencies import current_principal
+from encore.auth import service as auth_service
+from encore.auth.dependencies import current_principal, require_scopes
+from encore.auth.scopes import ADMIN
 from encore.catalog import service
 from encore.catalog.models import AlbumType
-from encore.catalog.schemas import AlbumRead, AlbumSummary, ArtistRead, GenreRead, TrackRead
+from encore.catalog.schemas import (
+    AlbumRead,
+    AlbumSummary,
+    ArtistOwnerUpdate,
+    ArtistRead,
+    GenreRead,
+    TrackRead,
+)
 from encore.dependencies import ResourcesDep, SessionDep, StoreDep
 from encore.document_cache import CachedDocumentRoute, document_response
 from encore.media import service as media_service
 from encore.pagination import Page, PageDep
-from encore.problems import NotFound
+from encore.problems import InvalidInput, NotFound
 from encore.storage import BlobNotFound
 
 # Catalog reads accept any valid access token, client-credentials tokens included.
@@ -130,6 +139,32 @@ async def get_album_artwork(
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+@router.put(
+    "/artists/{artist_id}/owner",
+    status_code=204,
+    summary="Link an artist account to an artist (admin)",
+    dependencies=[require_scopes(ADMIN)],
+)
+async def set_artist_owner(
+    artist_id: uuid.UUID, body: ArtistOwnerUpdate, db_session: SessionDep
+) -> Response:
+    """Let an artist account upload and see stats for this artist; null unlinks it."""
+    user_id = None
+    if body.username is not None:
+        user = await auth_service.find_user_by_username(
+            db_session=db_session, username=body.username
+        )
+        if user is None:
+            raise NotFound(f"no user named {body.username}")
+        if "artist" not in user.roles:
+            raise InvalidInput(
+                f"{user.username} is not an artist account; give it the artist role first"
+            )
+        user_id = user.id
+    await service.set_artist_owner(db_session=db_session, artist_id=artist_id, user_id=user_id)
+    return Response(status_code=204)
 
 
 @router.get("/tracks/{track_id}", response_model=TrackRead, summary="Get a track")

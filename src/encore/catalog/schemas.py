@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from encore.catalog.models import AlbumType, CreditRole, TrackStatus
 
@@ -90,3 +90,11 @@ class AlbumRead(AlbumSummary):
     musicbrainz_id: uuid.UUID | None
     created_at: datetime
     tracks: list[AlbumTrackRead]
+
+
+class ArtistOwnerUpdate(BaseModel):
+    """Which account manages an artist (null: none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str | None = Field(min_length=1, max_length=64)

@@ -817,3 +817,14 @@ async def tracks_awaiting_processing(
             )
         ).all()
     )
+
+
+async def set_artist_owner(
+    *, db_session: AsyncSession, artist_id: uuid.UUID, user_id: uuid.UUID | None
+) -> None:
+    """Make an account the manager of an artist (None: nobody); NotFound for unknown artists."""
+    artist = await db_session.get(Artist, artist_id)
+    if artist is None:
+        raise NotFound(f"no artist with id {artist_id}")
+    artist.owner_user_id = user_id
+    await db_session.flush()

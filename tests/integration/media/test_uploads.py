@@ -475,3 +475,40 @@ async def test_an_unknown_artwork_size_is_a_422(
     )
     answer = await http.get(f"/v1/albums/{album_id}/artwork?size=65", headers=artist.headers)
     assert answer.status_code == 422
+
+
+async def test_an_admin_links_an_artist_account_to_an_artist(
+    app: FastAPI, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    await create_user(app, "root", roles=(Role.admin,))
+    admin = {"Authorization": f"Bearer {await user_token(app, 'root', 'admin')}"}
+    await create_user(app, "vega", roles=(Role.artist,))
+    await create_user(app, "plain")
+    async with resources_of(app).session_factory() as db_session:
+        artist = await catalog_service.get_or_create_artist(db_session=db_session, name="Vega")
+        await db_session.commit()
+    vega = {"Authorization": f"Bearer {await user_token(app, 'vega', 'upload')}"}
+    song = synthesize_audio(tmp_path / "a.mp3")
+    form = {"title": "x", "artist_id": str(artist.id), "album_title": "y"}
+
+    before = await http.post(
+        "/v1/uploads", headers=vega, data=form, files={"file": ("a.mp3", song.read_bytes())}
+    )
+    not_admin = await http.put(
+        f"/v1/artists/{artist.id}/owner", headers=vega, json={"username": "vega"}
+    )
+    listener = await http.put(
+        f"/v1/artists/{artist.id}/owner", headers=admin, json={"username": "plain"}
+    )
+    linked = await http.put(
+        f"/v1/artists/{artist.id}/owner", headers=admin, json={"username": "vega"}
+    )
+    after = await http.post(
+        "/v1/uploads", headers=vega, data=form, files={"file": ("a.mp3", song.read_bytes())}
+    )
+
+    assert before.status_code == 404
+    assert not_admin.status_code == 403
+    assert listener.status_code == 422
+    assert linked.status_code == 204
+    assert after.status_code == 202
