@@ -15,6 +15,7 @@ from encore.auth.dependencies import bearer_token
 from encore.auth.oauth_router import router as oauth_router
 from encore.auth.router import router as accounts_router
 from encore.auth.runtime import AuthRuntime
+from encore.auth.secrets import load_master_key
 from encore.auth.tokens import InvalidToken
 from encore.bus import WorkerPool
 from encore.catalog import service as catalog_service
@@ -27,7 +28,11 @@ from encore.document_cache import CachedDocumentMiddleware, DocumentCache
 from encore.media.router import router as media_router
 from encore.observability import Metrics, RequestContextMiddleware, configure_logging
 from encore.problems import install_problem_handlers, problem_response
-from encore.storage import open_blob_store
+from encore.storage import BlobStore, open_blob_store
+from encore.streaming import service as streaming_service
+from encore.streaming.media_files import MediaFiles
+from encore.streaming.router import router as streaming_router
+from encore.streaming.signing import MediaSigner
 
 logger = structlog.get_logger("encore.app")
 
@@ -41,6 +46,11 @@ Encore is an open-source music streaming backend. Every error is an RFC 9457
 def _catalog_documents(scope: Scope) -> DocumentCache | None:
     resources: AppResources | None = getattr(scope["app"].state, "resources", None)
     return resources.catalog_documents if resources is not None else None
+
+
+def _media_context(scope: Scope) -> tuple[MediaSigner, BlobStore] | None:
+    resources: AppResources | None = getattr(scope["app"].state, "resources", None)
+    return (resources.media_signer, resources.store) if resources is not None else None
 
 
 async def _has_valid_token(scope: Scope, headers: dict[bytes, bytes]) -> bool:
@@ -87,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     revalidate_seconds=settings.catalog_cache_revalidate_seconds,
                     read_revision=read_catalog_revision,
                 ),
+                media_signer=streaming_service.media_signer(settings, load_master_key(settings)),
             )
             logger.info(
                 "started",
@@ -136,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts_router)
     app.include_router(catalog_router)
     app.include_router(media_router)
+    app.include_router(streaming_router)
+    app.mount("/media", MediaFiles(_media_context), name="media")
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

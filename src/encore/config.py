@@ -99,6 +99,26 @@ class Settings(BaseSettings):
             "start-up."
         ),
     )
+    media_signing_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "Keys that sign media URLs, by key id (JSON object of id → base64url secret of 32+ "
+            "bytes). The nginx edge needs the same keys. Empty: one key `k0` derived from the "
+            "master key. Keep an old key listed while URLs it signed may still be in use."
+        ),
+    )
+    media_signing_key_id: str | None = Field(
+        None, description="Which of `media_signing_keys` signs new URLs (the only one if unset)."
+    )
+    media_url_lifetime_seconds: int = Field(
+        6 * 3600,
+        ge=60,
+        le=7 * 86_400,
+        description=(
+            "How long a signed media URL works: a whole listen with seeking. Players ask "
+            "`/playback` again for fresh URLs after that."
+        ),
+    )
     registration_open: bool = Field(
         True, description="Whether anyone may create an account with `POST /v1/users`."
     )
@@ -193,6 +213,19 @@ class Settings(BaseSettings):
             from encore.auth.secrets import decode_master_key
 
             decode_master_key(value.get_secret_value())
+        return value
+
+    @field_validator("media_signing_keys")
+    @classmethod
+    def _media_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        import re
+
+        from encore.auth.secrets import decode_master_key
+
+        for kid, secret in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", kid):
+                raise ValueError(f"key id {kid!r} must be 1-16 letters, digits, '_' or '-'")
+            decode_master_key(secret.get_secret_value())
         return value
 
     @field_validator("trusted_proxies")

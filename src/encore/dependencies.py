@@ -14,6 +14,7 @@ from encore.config import Settings
 from encore.db import session_scope
 from encore.document_cache import DocumentCache
 from encore.storage import BlobStore
+from encore.streaming.signing import MediaSigner
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AppResources:
     store: BlobStore
     auth: AuthRuntime
     catalog_documents: DocumentCache
+    media_signer: MediaSigner
 
 
 def _resources(request: Request) -> AppResources:

@@ -828,3 +828,40 @@ async def set_artist_owner(
         raise NotFound(f"no artist with id {artist_id}")
     artist.owner_user_id = user_id
     await db_session.flush()
+
+
+@dataclass(frozen=True)
+class PlayableTrack:
+    """What playback needs to know about a track."""
+
+    status: TrackStatus
+    renditions_prefix: str | None
+    duration_ms: int
+    track_gain_db: float | None
+    true_peak_dbtp: float | None
+
+
+async def get_playable_track(
+    *, db_session: AsyncSession, track_id: uuid.UUID
+) -> PlayableTrack | None:
+    """A track's playback facts, or None if there is no such track."""
+    row = (
+        await db_session.execute(
+            select(
+                Track.status,
+                Track.renditions_prefix,
+                Track.duration_ms,
+                Track.track_gain_db,
+                Track.true_peak_dbtp,
+            ).where(Track.id == track_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return PlayableTrack(
+        status=row.status,
+        renditions_prefix=row.renditions_prefix,
+        duration_ms=row.duration_ms,
+        track_gain_db=row.track_gain_db,
+        true_peak_dbtp=row.true_peak_dbtp,
+    )

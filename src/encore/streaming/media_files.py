@@ -1,0 +1,164 @@
+"""`GET/HEAD /media/t/<token>/<prefix>/<file>`: signed, cacheable, seekable media files.
+
+A plain ASGI app (mounted at /media) rather than a FastAPI route: it answers every segment
+a player fetches, and routing plus dependency resolution would cost more than the lookup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from email.utils import formatdate
+from pathlib import Path, PurePosixPath
+
+from starlette.datastructures import Headers
+from starlette.responses import FileResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from encore.problems import problem_response
+from encore.storage import BlobNotFound, BlobStore
+from encore.streaming.signing import MediaSigner, TokenVerdict, split_media_path
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4s": "audio/mp4",
+    ".mp4": "audio/mp4",
+    ".m4a": "audio/mp4",
+    ".json": "application/json",
+}
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def content_type(file: str) -> str:
+    """The media type of a rendition file, by its extension."""
+    return CONTENT_TYPES.get(PurePosixPath(file).suffix, "application/octet-stream")
+
+
+class MediaFiles:
+    """Serves rendition files to holders of a valid media token."""
+
+    def __init__(self, context: Callable[[Scope], tuple[MediaSigner, BlobStore] | None]) -> None:
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call."""
+        response = await self._respond(scope)
+        await response(scope, receive, send)
+
+    async def _respond(self, scope: Scope) -> Response:
+        if scope["type"] != "http":
+            return problem_response(404, detail="not found")
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            return problem_response(
+                405, detail=f"{method} is not allowed on media", headers={"Allow": "GET, HEAD"}
+            )
+        # Starlette keeps the full path in a mount (root_path holds the mount point).
+        path: str = scope["path"]
+        if not path.startswith("/media/"):
+            path = scope.get("root_path", "") + path
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        parts = split_media_path(path)
+        # Media paths never need escapes: any %-encoding is a traversal attempt or junk.
+        if parts is None or b"%" in raw_path or b"\\" in raw_path:
+            return problem_response(404, detail="no such media file")
+        token, prefix, file = parts
+        context = self.context(scope)
+        if context is None:
+            return problem_response(503, detail="the server is starting")
+        signer, store = context
+        verdict = signer.check(token, prefix)
+        if verdict is TokenVerdict.invalid:
+            return problem_response(403, detail="the media URL's token is not valid for this file")
+        if verdict is TokenVerdict.expired:
+            return problem_response(
+                410, detail="the media URL has expired; ask /v1/tracks/{id}/playback for a new one"
+            )
+        key = f"{prefix}/{file}"
+        headers = Headers(scope=scope)
+        local = store.local_path(key)
+        if local is not None:
+            return self._local_file(local, file, headers)
+        return await self._stored_object(store, key, file, headers, method)
+
+    def _local_file(self, local: Path, file: str, headers: Headers) -> Response:
+        try:
+            stat = local.stat()
+        except OSError:
+            return problem_response(404, detail="no such media file")
+        response = FileResponse(
+            local,
+            media_type=content_type(file),
+            stat_result=stat,
+            headers={"Cache-Control": IMMUTABLE},
+        )
+        if _not_modified(headers, response.headers["etag"]):
+            return _not_modified_response(response.headers["etag"])
+        return response
+
+    async def _stored_object(
+        self, store: BlobStore, key: str, file: str, headers: Headers, method: str
+    ) -> Response:
+        try:
+            info = await store.head(key)
+        except BlobNotFound:
+            return problem_response(404, detail="no such media file")
+        etag = f'"{info.etag.strip(chr(34))}"' if info.etag else f'"{info.size:x}"'
+        common = {
+            "Cache-Control": IMMUTABLE,
+            "ETag": etag,
+            "Accept-Ranges": "bytes",
+            "Last-Modified": formatdate(info.last_modified.timestamp(), usegmt=True),
+        }
+        if _not_modified(headers, etag):
+            return _not_modified_response(etag)
+        start, end, status = 0, info.size, 200
+        requested = headers.get("range")
+        if_range = headers.get("if-range")
+        if requested and (if_range is None or if_range in (etag, common["Last-Modified"])):
+            parsed = _single_range(requested, info.size)
+            if parsed is None:
+                return Response(
+                    status_code=416, headers={**common, "Content-Range": f"bytes */{info.size}"}
+                )
+            start, end = parsed
+            status = 206
+            common["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+        body = b"" if method == "HEAD" else await store.get_range(key, start, end)
+        response = Response(body, status_code=status, media_type=content_type(file), headers=common)
+        response.headers["content-length"] = str(end - start)
+        return response
+
+
+def _not_modified(headers: Headers, etag: str) -> bool:
+    candidates = headers.get("if-none-match")
+    if not candidates:
+        return False
+    return candidates.strip() == "*" or any(
+        candidate.strip().removeprefix("W/") == etag for candidate in candidates.split(",")
+    )
+
+
+def _not_modified_response(etag: str) -> Response:
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+
+
+def _single_range(requested: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range, or None when it cannot be satisfied."""
+    match = _RANGE.fullmatch(requested.strip())
+    if match is None or size == 0:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0:
+            return None
+        return max(size - length, 0), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if start >= size or end <= start:
+        return None
+    return start, end
