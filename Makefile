@@ -46,6 +46,11 @@ bench-deps:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg)
 
+# The media edge tests (tests/integration/streaming/test_edge.py) need nginx with njs.
+.PHONY: edge-deps
+edge-deps:
+	test -x /usr/sbin/nginx -a -f /usr/lib/nginx/modules/ngx_http_js_module.so || (apt-get update -qq && apt-get install -y -qq nginx libnginx-mod-http-js)
+
 bench: $(VENV)/.installed-test bench-deps
 	$(BIN)/python -m bench.catalog_api
 	$(BIN)/python -m bench.import_scan

@@ -139,10 +139,16 @@ def _pinned(cpus: tuple[int, ...] | None) -> Any:
 
 @contextlib.contextmanager
 def running_server(
-    app: str, *, env: dict[str, str], workdir: Path, cpus: tuple[int, ...] | None, log_name: str
+    app: str,
+    *,
+    env: dict[str, str],
+    workdir: Path,
+    cpus: tuple[int, ...] | None,
+    log_name: str,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """Run `uvicorn --factory app` as one process on a free loopback port; yield its base URL."""
-    port = free_port()
+    """Run `uvicorn --factory app` as one process on a loopback port; yield its base URL."""
+    port = port or free_port()
     loop, http = _uvicorn_implementations()
     command = [
         sys.executable,
