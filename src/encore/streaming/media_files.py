@@ -20,6 +20,9 @@ from encore.storage import BlobNotFound, BlobStore
 from encore.streaming.signing import MediaSigner, TokenVerdict, split_media_path
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+# Playlists, init sections and segments are small: read at once from the page cache instead
+# of streaming through a thread pool, which costs more than the read itself.
+SMALL_FILE_BYTES = 512 * 1024
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".m4s": "audio/mp4",
@@ -79,14 +82,25 @@ class MediaFiles:
         headers = Headers(scope=scope)
         local = store.local_path(key)
         if local is not None:
-            return self._local_file(local, file, headers)
+            return self._local_file(local, file, headers, method)
         return await self._stored_object(store, key, file, headers, method)
 
-    def _local_file(self, local: Path, file: str, headers: Headers) -> Response:
+    def _local_file(self, local: Path, file: str, headers: Headers, method: str) -> Response:
         try:
             stat = local.stat()
         except OSError:
             return problem_response(404, detail="no such media file")
+        if stat.st_size <= SMALL_FILE_BYTES:
+            etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+            return _ranged_response(
+                headers,
+                etag=etag,
+                last_modified=formatdate(stat.st_mtime, usegmt=True),
+                size=stat.st_size,
+                media_type=content_type(file),
+                read=lambda start, end: _read_local(local, start, end),
+                head=method == "HEAD",
+            )
         response = FileResponse(
             local,
             media_type=content_type(file),
@@ -105,30 +119,68 @@ class MediaFiles:
         except BlobNotFound:
             return problem_response(404, detail="no such media file")
         etag = f'"{info.etag.strip(chr(34))}"' if info.etag else f'"{info.size:x}"'
-        common = {
-            "Cache-Control": IMMUTABLE,
-            "ETag": etag,
-            "Accept-Ranges": "bytes",
-            "Last-Modified": formatdate(info.last_modified.timestamp(), usegmt=True),
-        }
-        if _not_modified(headers, etag):
-            return _not_modified_response(etag)
-        start, end, status = 0, info.size, 200
-        requested = headers.get("range")
-        if_range = headers.get("if-range")
-        if requested and (if_range is None or if_range in (etag, common["Last-Modified"])):
-            parsed = _single_range(requested, info.size)
-            if parsed is None:
-                return Response(
-                    status_code=416, headers={**common, "Content-Range": f"bytes */{info.size}"}
-                )
-            start, end = parsed
-            status = 206
-            common["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
-        body = b"" if method == "HEAD" else await store.get_range(key, start, end)
-        response = Response(body, status_code=status, media_type=content_type(file), headers=common)
-        response.headers["content-length"] = str(end - start)
+        response = _ranged_response(
+            headers,
+            etag=etag,
+            last_modified=formatdate(info.last_modified.timestamp(), usegmt=True),
+            size=info.size,
+            media_type=content_type(file),
+            read=None,
+            head=method == "HEAD",
+        )
+        if response.status_code in (200, 206) and method != "HEAD":
+            start, end = _span(response)
+            response.body = await store.get_range(key, start, end)
         return response
+
+
+def _read_local(path: Path, start: int, end: int) -> bytes:
+    with path.open("rb") as file:
+        file.seek(start)
+        return file.read(end - start)
+
+
+def _span(response: Response) -> tuple[int, int]:
+    content_range = response.headers.get("content-range")
+    if content_range is None:
+        return 0, int(response.headers["content-length"])
+    first, last = content_range.removeprefix("bytes ").split("/")[0].split("-")
+    return int(first), int(last) + 1
+
+
+def _ranged_response(
+    headers: Headers,
+    *,
+    etag: str,
+    last_modified: str,
+    size: int,
+    media_type: str,
+    read: Callable[[int, int], bytes] | None,
+    head: bool,
+) -> Response:
+    """200, 206, 304 or 416 for a whole object of `size` bytes; `read` fills the body."""
+    common = {
+        "Cache-Control": IMMUTABLE,
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Last-Modified": last_modified,
+    }
+    if _not_modified(headers, etag):
+        return _not_modified_response(etag)
+    start, end, status = 0, size, 200
+    requested = headers.get("range")
+    if_range = headers.get("if-range")
+    if requested and (if_range is None or if_range in (etag, last_modified)):
+        parsed = _single_range(requested, size)
+        if parsed is None:
+            return Response(status_code=416, headers={**common, "Content-Range": f"bytes */{size}"})
+        start, end = parsed
+        status = 206
+        common["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    body = read(start, end) if read is not None and not head else b""
+    response = Response(body, status_code=status, media_type=media_type, headers=common)
+    response.headers["content-length"] = str(end - start)
+    return response
 
 
 def _not_modified(headers: Headers, etag: str) -> bool:

@@ -41,6 +41,7 @@ async def playback(
     assert principal.user_id is not None  # require_scopes(user=True)
     answer = await service.playback(
         db_session=db_session,
+        cache=resources.catalog_documents,
         signer=resources.media_signer,
         settings=resources.settings,
         track_id=track_id,

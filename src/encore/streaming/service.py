@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -12,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from encore.auth.secrets import decode_master_key, derive_key
 from encore.catalog import service as catalog_service
 from encore.catalog.models import TrackStatus
+from encore.catalog.service import PlayableTrack
 from encore.config import Settings
+from encore.document_cache import DocumentCache
 from encore.problems import Conflict, NotFound
 from encore.streaming.signing import MediaSigner
 
@@ -67,9 +71,27 @@ def default_bit_rate(quality: str, save_data: bool) -> int:
     return QUALITY_BIT_RATES[quality]
 
 
+async def _playable_track(
+    db_session: AsyncSession, cache: DocumentCache, track_id: uuid.UUID
+) -> PlayableTrack | None:
+    # Pressing play is the hottest path there is: a track's playback facts are kept with the
+    # rendered catalog documents, and dropped with them when the catalog changes.
+    revision = await cache.current_revision()
+    key = ("playable", str(track_id))
+    cached = cache.get(key)
+    if cached is not None:
+        facts = json.loads(cached.body)
+        return PlayableTrack(**{**facts, "status": TrackStatus(facts["status"])})
+    track = await catalog_service.get_playable_track(db_session=db_session, track_id=track_id)
+    if track is not None and track.status is TrackStatus.ready:
+        cache.put(key, json.dumps(dataclasses.asdict(track)).encode(), revision=revision)
+    return track
+
+
 async def playback(
     *,
     db_session: AsyncSession,
+    cache: DocumentCache,
     signer: MediaSigner,
     settings: Settings,
     track_id: uuid.UUID,
@@ -78,7 +100,7 @@ async def playback(
     save_data: bool,
 ) -> Playback:
     """Signed URLs of a ready track for this listener; NotFound, or Conflict if not ready."""
-    track = await catalog_service.get_playable_track(db_session=db_session, track_id=track_id)
+    track = await _playable_track(db_session, cache, track_id)
     if track is None:
         raise NotFound(f"no track with id {track_id}")
     if track.status is not TrackStatus.ready or track.renditions_prefix is None:
