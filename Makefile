@@ -51,11 +51,13 @@ bench-deps:
 edge-deps:
 	test -x /usr/sbin/nginx -a -f /usr/lib/nginx/modules/ngx_http_js_module.so || (apt-get update -qq && apt-get install -y -qq nginx libnginx-mod-http-js)
 
-bench: $(VENV)/.installed-test bench-deps
+bench: $(VENV)/.installed-test bench-deps edge-deps
 	$(BIN)/python -m bench.catalog_api
 	$(BIN)/python -m bench.import_scan
 	$(BIN)/python -m bench.token_verify
 	$(BIN)/python -m bench.transcode
+	$(BIN)/python -m bench.playback_start
+	$(BIN)/python -m bench.segments
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
