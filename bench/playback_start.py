@@ -80,12 +80,15 @@ async def _prepare(
             report=report,
             progress=lambda _done: None,
         )
-        from sqlalchemy import text
+        from sqlalchemy import select
+
+        from encore.catalog.models import Track
 
         async with session_factory() as db_session:
-            track_id = str(
-                uuid.UUID(str((await db_session.execute(text("select id from tracks"))).scalar()))
-            )
+            found = await db_session.scalar(select(Track.id))
+        if found is None or report.imported != 1:
+            raise RuntimeError(f"the benchmark track was not imported: {report.failed}")
+        track_id = str(found)
         runtime = await AuthRuntime.start(settings, session_factory)
         issuer = await runtime.issuer()
         tokens = [

@@ -57,7 +57,9 @@ events {{ worker_connections 1024; }}
 http {{
     access_log off;
     sendfile on;
-    tcp_nopush on;
+    # As deploy/nginx/nginx.conf.example: tcp_nopush stalls keep-alive cache hits ~40 ms.
+    tcp_nopush off;
+    tcp_nodelay on;
 {temp}
     js_path "{EDGE_DIR}";
     {body.replace("PORT", str(port))}

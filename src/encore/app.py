@@ -30,7 +30,7 @@ from encore.observability import Metrics, RequestContextMiddleware, configure_lo
 from encore.problems import install_problem_handlers, problem_response
 from encore.storage import BlobStore, open_blob_store
 from encore.streaming import service as streaming_service
-from encore.streaming.media_files import MediaFiles
+from encore.streaming.media_files import MediaFiles, MediaFilesMiddleware
 from encore.streaming.router import router as streaming_router
 from encore.streaming.signing import MediaSigner
 
@@ -135,7 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = metrics
     install_problem_handlers(app)
-    # Last added runs first: request context (ids, logs, metrics) wraps the cache short-cut.
+    # Last added runs first: request context (ids, logs, metrics) wraps the short-cuts for
+    # media files and cached documents, which both skip the API's routing.
+    app.add_middleware(MediaFilesMiddleware, media=MediaFiles(_media_context))
     app.add_middleware(
         CachedDocumentMiddleware,
         routes=CACHED_DOCUMENT_ROUTES,
@@ -148,7 +150,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog_router)
     app.include_router(media_router)
     app.include_router(streaming_router)
-    app.mount("/media", MediaFiles(_media_context), name="media")
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
