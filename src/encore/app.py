@@ -137,7 +137,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     # Last added runs first: request context (ids, logs, metrics) wraps the short-cuts for
     # media files and cached documents, which both skip the API's routing.
-    app.add_middleware(MediaFilesMiddleware, media=MediaFiles(_media_context))
+    app.add_middleware(
+        MediaFilesMiddleware,
+        media=MediaFiles(
+            _media_context, redirect_to_store=lambda _scope: settings.media_redirect_to_store
+        ),
+    )
     app.add_middleware(
         CachedDocumentMiddleware,
         routes=CACHED_DOCUMENT_ROUTES,

@@ -119,6 +119,13 @@ class Settings(BaseSettings):
             "`/playback` again for fresh URLs after that."
         ),
     )
+    media_redirect_to_store: bool = Field(
+        False,
+        description=(
+            "For s3:// stores: answer a valid media request with a 302 to a short-lived "
+            "presigned store URL, so the store (or its CDN) sends the bytes, not Encore."
+        ),
+    )
     registration_open: bool = Field(
         True, description="Whether anyone may create an account with `POST /v1/users`."
     )

@@ -118,6 +118,10 @@ class BlobStore(Protocol):
     def local_path(self, key: str) -> Path | None:
         """The file holding `key` on a file:// store (whether or not it exists); None otherwise."""
 
+    async def presigned_get_url(self, key: str, expires_in: timedelta) -> str | None:
+        """A URL that lets anyone GET `key` from the store until it expires; None if the
+        backend cannot make one (file:// and memory://)."""
+
 
 def check_blob_key(key: str, *, max_bytes: int = MAX_KEY_BYTES) -> str:
     """Return `key` if it is a safe relative POSIX path, else raise InvalidBlobKey."""
@@ -312,6 +316,15 @@ class ObjectBlobStore:
         if self._root is None:
             return None
         return self._root / key
+
+    async def presigned_get_url(self, key: str, expires_in: timedelta) -> str | None:
+        """A URL that lets anyone GET `key` from the store until it expires; None if the
+        backend cannot make one (file:// and memory://)."""
+        self._check(key)
+        if not isinstance(self._store, S3Store):
+            return None
+        url: str = await obstore.sign_async(self._store, "GET", key, expires_in)
+        return url
 
 
 def open_blob_store(settings: Settings) -> BlobStore:

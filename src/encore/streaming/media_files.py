@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from email.utils import formatdate
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +24,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 # Playlists, init sections and segments are small: read at once from the page cache instead
 # of streaming through a thread pool, which costs more than the read itself.
 SMALL_FILE_BYTES = 512 * 1024
+PRESIGNED_LIFETIME = timedelta(minutes=10)
+PRESIGNED_CACHE_SECONDS = 300
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".m4s": "audio/mp4",
@@ -41,8 +44,14 @@ def content_type(file: str) -> str:
 class MediaFiles:
     """Serves rendition files to holders of a valid media token."""
 
-    def __init__(self, context: Callable[[Scope], tuple[MediaSigner, BlobStore] | None]) -> None:
+    def __init__(
+        self,
+        context: Callable[[Scope], tuple[MediaSigner, BlobStore] | None],
+        *,
+        redirect_to_store: Callable[[Scope], bool] = lambda _scope: False,
+    ) -> None:
         self.context = context
+        self.redirect_to_store = redirect_to_store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
@@ -79,6 +88,17 @@ class MediaFiles:
                 410, detail="the media URL has expired; ask /v1/tracks/{id}/playback for a new one"
             )
         key = f"{prefix}/{file}"
+        if self.redirect_to_store(scope):
+            presigned = await store.presigned_get_url(key, PRESIGNED_LIFETIME)
+            if presigned is not None:
+                # The presigned URL expires: only this client may keep the redirect, briefly.
+                return Response(
+                    status_code=302,
+                    headers={
+                        "Location": presigned,
+                        "Cache-Control": f"private, max-age={PRESIGNED_CACHE_SECONDS}",
+                    },
+                )
         headers = Headers(scope=scope)
         local = store.local_path(key)
         if local is not None:
