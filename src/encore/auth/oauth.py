@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 import jwt
 from sqlalchemy import select, update
@@ -48,6 +48,7 @@ from encore.auth.service import (
     GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE,
     GRANT_REFRESH_TOKEN,
+    GRANT_TYPES,
     sha256_hex,
 )
 from encore.auth.tokens import InvalidToken
@@ -141,8 +142,6 @@ async def authenticate_client(
             basic_id, _, basic_secret = decoded.partition(":")
         except (ValueError, UnicodeDecodeError):
             raise _invalid_client() from None
-        from urllib.parse import unquote_plus
-
         basic_id, basic_secret = unquote_plus(basic_id), unquote_plus(basic_secret)
         if client_id is not None and client_id != basic_id:
             raise _invalid_client()
@@ -542,20 +541,12 @@ async def client_credentials_token(
     }
 
 
-GRANT_HANDLERS = {
-    GRANT_AUTHORIZATION_CODE,
-    GRANT_REFRESH_TOKEN,
-    GRANT_CLIENT_CREDENTIALS,
-    GRANT_DEVICE_CODE,
-}
-
-
 async def token_response(
     *, db_session: AsyncSession, runtime: AuthRuntime, client: OAuthClient, form: dict[str, str]
 ) -> dict[str, Any]:
     """Answer a token request for an authenticated client."""
     grant_type = form.get("grant_type", "")
-    if grant_type not in GRANT_HANDLERS:
+    if grant_type not in GRANT_TYPES:
         raise OAuthError("unsupported_grant_type", f"unsupported grant_type {grant_type[:64]!r}")
     if grant_type not in client.grant_types:
         raise OAuthError("unauthorized_client", f"this client may not use {grant_type}")

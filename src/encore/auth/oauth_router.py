@@ -7,6 +7,7 @@ every OAuth client library parses; the rest of the API answers RFC 9457 problems
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -109,14 +110,43 @@ async def jwks(runtime: RuntimeDep) -> JSONResponse:
 # Authorization code: sign-in and consent pages
 
 
+def _message_page(
+    request: Request, runtime: AuthRuntime, *, title: str, message: str, status_code: int = 200
+) -> Response:
+    return render_page(
+        request,
+        "message.html",
+        form_key=runtime.form_key,
+        status_code=status_code,
+        title=title,
+        message=message,
+    )
+
+
+async def _posted_page_form(
+    request: Request, runtime: AuthRuntime, *, retry_hint: str
+) -> dict[str, str] | Response:
+    """A sign-in page's posted form, or the page explaining why it cannot be used."""
+    try:
+        form = await _read_form(request)
+    except OAuthError as exc:
+        return _message_page(
+            request, runtime, status_code=400, title="Something went wrong", message=exc.description
+        )
+    if not csrf_valid(request, runtime.form_key, form.get("csrf_token")):
+        return _message_page(
+            request, runtime, status_code=403, title="Please try again", message=retry_hint
+        )
+    return form
+
+
 def _authorize_error_response(
     request: Request, runtime: AuthRuntime, exc: AuthorizeError
 ) -> Response:
     if exc.redirect_uri is None:
-        return render_page(
+        return _message_page(
             request,
-            "message.html",
-            form_key=runtime.form_key,
+            runtime,
             status_code=400,
             title="This sign-in link is not valid",
             message=f"{exc.description}. Go back to the app and try again.",
@@ -268,26 +298,13 @@ async def authorize_page(request: Request, runtime: RuntimeDep) -> Response:
 @router.post("/oauth/authorize", summary="Sign in or answer the consent page")
 async def authorize_submit(request: Request, runtime: RuntimeDep) -> Response:
     """The sign-in form (step=login) or the consent form (step=consent) posts here."""
-    try:
-        form = await _read_form(request)
-    except OAuthError as exc:
-        return render_page(
-            request,
-            "message.html",
-            form_key=runtime.form_key,
-            status_code=400,
-            title="Something went wrong",
-            message=exc.description,
-        )
-    if not csrf_valid(request, runtime.form_key, form.get("csrf_token")):
-        return render_page(
-            request,
-            "message.html",
-            form_key=runtime.form_key,
-            status_code=403,
-            title="Please try again",
-            message="The form expired or came from another site. Go back to the app and retry.",
-        )
+    form = await _posted_page_form(
+        request,
+        runtime,
+        retry_hint="The form expired or came from another site. Go back to the app and retry.",
+    )
+    if isinstance(form, Response):
+        return form
     async with _transaction(runtime) as db_session:
         if form.get("step") == "consent":
             return await _authorize_consent(request, runtime, db_session, form)
@@ -354,10 +371,9 @@ async def _authorize_consent(
 ) -> Response:
     claims = open_ticket(runtime.form_key, form.get("ticket", ""))
     if claims is None or claims.get("kind") != "authorize":
-        return render_page(
+        return _message_page(
             request,
-            "message.html",
-            form_key=runtime.form_key,
+            runtime,
             status_code=400,
             title="Please sign in again",
             message="This page expired. Go back to the app and retry.",
@@ -371,14 +387,11 @@ async def _authorize_consent(
         validated = await oauth.validate_authorization_request(db_session=db_session, params=params)
     except AuthorizeError as exc:
         return _authorize_error_response(request, runtime, exc)
-    import uuid
-
     user = await db_session.get(User, uuid.UUID(str(claims["sub"])))
     if user is None or user.disabled:
-        return render_page(
+        return _message_page(
             request,
-            "message.html",
-            form_key=runtime.form_key,
+            runtime,
             status_code=400,
             title="Please sign in again",
             message="This account cannot sign in.",
@@ -503,26 +516,11 @@ async def device_page(request: Request, runtime: RuntimeDep) -> Response:
 @router.post("/oauth/device", summary="Sign in and approve a device")
 async def device_submit(request: Request, runtime: RuntimeDep) -> Response:
     """step=login checks the code and the password; step=consent approves or denies."""
-    try:
-        form = await _read_form(request)
-    except OAuthError as exc:
-        return render_page(
-            request,
-            "message.html",
-            form_key=runtime.form_key,
-            status_code=400,
-            title="Something went wrong",
-            message=exc.description,
-        )
-    if not csrf_valid(request, runtime.form_key, form.get("csrf_token")):
-        return render_page(
-            request,
-            "message.html",
-            form_key=runtime.form_key,
-            status_code=403,
-            title="Please try again",
-            message="The form expired. Reload the page and retry.",
-        )
+    form = await _posted_page_form(
+        request, runtime, retry_hint="The form expired. Reload the page and retry."
+    )
+    if isinstance(form, Response):
+        return form
     async with _transaction(runtime) as db_session:
         if form.get("step") == "consent":
             return await _device_consent(request, runtime, db_session, form)
@@ -569,24 +567,20 @@ async def device_submit(request: Request, runtime: RuntimeDep) -> Response:
 async def _device_consent(
     request: Request, runtime: AuthRuntime, db_session: AsyncSession, form: dict[str, str]
 ) -> Response:
-    import uuid
-
     claims = open_ticket(runtime.form_key, form.get("ticket", ""))
     if claims is None or claims.get("kind") != "device":
-        return render_page(
+        return _message_page(
             request,
-            "message.html",
-            form_key=runtime.form_key,
+            runtime,
             status_code=400,
             title="Please start again",
             message="This page expired. Enter the code again.",
         )
     user = await db_session.get(User, uuid.UUID(str(claims["sub"])))
     if user is None or user.disabled:
-        return render_page(
+        return _message_page(
             request,
-            "message.html",
-            form_key=runtime.form_key,
+            runtime,
             status_code=400,
             title="Please start again",
             message="This account cannot sign in.",
@@ -599,18 +593,16 @@ async def _device_consent(
         approve=approve,
     )
     if not decided:
-        return render_page(
+        return _message_page(
             request,
-            "message.html",
-            form_key=runtime.form_key,
+            runtime,
             status_code=400,
             title="Code expired",
             message="That code is no longer waiting. Start again on your device.",
         )
-    return render_page(
+    return _message_page(
         request,
-        "message.html",
-        form_key=runtime.form_key,
+        runtime,
         title="Device signed in" if approve else "Request denied",
         message="You can return to your device now."
         if approve
