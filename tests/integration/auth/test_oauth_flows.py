@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import jwt
-import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from fastapi import FastAPI
@@ -24,9 +22,8 @@ from encore.auth.service import (
 )
 from encore.config import Settings
 from tests.fixtures.browser import query_of, read_form, submit
-from tests.fixtures.oauth import BASE_URL, asgi_client, create_user, register_client
+from tests.fixtures.oauth import BASE_URL, PASSWORD, asgi_client, create_user, register_client
 
-PASSWORD = "correct horse battery staple"
 WEB_REDIRECT = "http://127.0.0.1:8000/callback"
 TOKEN_URL = f"{BASE_URL}/oauth/token"
 AUTHORIZE_URL = f"{BASE_URL}/oauth/authorize"
@@ -35,20 +32,6 @@ AUTHORIZE_URL = f"{BASE_URL}/oauth/authorize"
 def oauth_client(app: FastAPI, **options: Any) -> AsyncOAuth2Client:
     """Authlib's client, talking to the app through ASGI."""
     return AsyncOAuth2Client(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, **options)
-
-
-@pytest.fixture
-async def browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A browser: keeps cookies, does not follow the final redirect back to the app."""
-    async with asgi_client(app) as http:
-        yield http
-
-
-@pytest.fixture
-async def listener(app: FastAPI) -> str:
-    """A listener account's username."""
-    await create_user(app, "ada", PASSWORD)
-    return "ada"
 
 
 async def sign_in(

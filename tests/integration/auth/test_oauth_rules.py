@@ -6,13 +6,11 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import urlencode
 
 import httpx
 import jwt
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 from sqlalchemy import update
@@ -25,17 +23,17 @@ from encore.auth.tokens import TokenIssuer
 from encore.config import Settings
 from encore.db import utcnow
 from tests.fixtures.browser import query_of, submit
-from tests.fixtures.oauth import asgi_client, create_user, register_client, resources_of
+from tests.fixtures.oauth import (
+    PASSWORD,
+    asgi_client,
+    create_user,
+    pkce_challenge,
+    register_client,
+    resources_of,
+)
 
-PASSWORD = "correct horse battery staple"
 WEB_REDIRECT = "http://127.0.0.1:8000/callback"
 PROBLEM = "application/problem+json"
-
-
-def challenge_of(verifier: str) -> str:
-    """The S256 code challenge of a verifier."""
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def authorize_query(**overrides: str | None) -> str:
@@ -46,32 +44,18 @@ def authorize_query(**overrides: str | None) -> str:
         "redirect_uri": WEB_REDIRECT,
         "scope": "user-read user-modify",
         "state": "s-123",
-        "code_challenge": challenge_of("v" * 64),
+        "code_challenge": pkce_challenge("v" * 64),
         "code_challenge_method": "S256",
     }
     params.update(overrides)
     return "/oauth/authorize?" + urlencode({k: v for k, v in params.items() if v is not None})
 
 
-@pytest.fixture
-async def browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A cookie-keeping client that does not follow redirects."""
-    async with asgi_client(app) as http:
-        yield http
-
-
-@pytest.fixture
-async def listener(app: FastAPI) -> str:
-    """A listener account."""
-    await create_user(app, "ada", PASSWORD)
-    return "ada"
-
-
 async def code_for(
     browser: httpx.AsyncClient, username: str, verifier: str = "v" * 64, password: str = PASSWORD
 ) -> str:
     """Sign in through the page and return the authorization code."""
-    page = await browser.get(authorize_query(code_challenge=challenge_of(verifier)))
+    page = await browser.get(authorize_query(code_challenge=pkce_challenge(verifier)))
     answer = await submit(browser, page, username=username, password=password)
     assert answer.status_code == 303, answer.text
     return query_of(answer.headers["location"])["code"]
