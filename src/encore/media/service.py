@@ -11,7 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from PIL import Image
 from sqlalchemy import func, select, update
@@ -22,6 +22,7 @@ from encore.catalog.models import AlbumType, CreditRole
 from encore.catalog.service import CreditSpec, NewTrack
 from encore.config import Settings
 from encore.media.artwork import InvalidArtwork, normalize_artwork
+from encore.media.ladder import RENDITIONS
 from encore.media.models import Upload, UploadStatus
 from encore.media.probe import AudioProbe, UnreadableAudio, probe_audio
 from encore.media.upload_stream import PayloadTooLarge, ReceivedUpload
@@ -30,6 +31,22 @@ from encore.problems import Conflict, InvalidInput, NotFound
 from encore.storage import BlobNotFound, BlobStore
 
 PROCESS_TRACK_JOB = "media.process_track"
+# The renditions every ready track has, lowest bit rate first (what playback offers).
+RENDITION_LADDER = tuple((spec.name, spec.bit_rate) for spec in RENDITIONS)
+_RENDITION_CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4s": "audio/mp4",
+    ".mp4": "audio/mp4",
+    ".m4a": "audio/mp4",
+    ".json": "application/json",
+}
+
+
+def rendition_content_type(file: str) -> str:
+    """The media type of a rendition file (playlist, segment, progressive, peaks)."""
+    return _RENDITION_CONTENT_TYPES.get(PurePosixPath(file).suffix, "application/octet-stream")
+
+
 ARTWORK_SIZES = (64, 300, 640)
 UPLOAD_ARTWORK_FORMATS = ("JPEG", "PNG", "WEBP")
 MIN_SAMPLE_RATE = 8_000

@@ -29,13 +29,6 @@ from encore.storage import BlobStore
 logger = structlog.get_logger("encore.media")
 
 _DOWNLOAD_CHUNK = 8 * 1024 * 1024
-_CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".m4s": "audio/mp4",
-    ".mp4": "audio/mp4",
-    ".m4a": "audio/mp4",
-    ".json": "application/json",
-}
 
 
 class TrackProcessingFailed(Exception):
@@ -142,7 +135,7 @@ async def transcode_track(
             await store.put_file(
                 f"{prefix}/{relative}",
                 path,
-                content_type=_CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+                content_type=media_service.rendition_content_type(relative),
             )
     async with session_factory() as db_session:
         await catalog_service.mark_track_ready(

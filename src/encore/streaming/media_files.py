@@ -1,7 +1,8 @@
 """`GET/HEAD /media/t/<token>/<prefix>/<file>`: signed, cacheable, seekable media files.
 
-A plain ASGI app (mounted at /media) rather than a FastAPI route: it answers every segment
-a player fetches, and routing plus dependency resolution would cost more than the lookup.
+A plain ASGI app, reached through MediaFilesMiddleware ahead of the API's routing, rather
+than a FastAPI route: it answers every segment a player fetches, and routing plus dependency
+resolution would cost more than the lookup.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from email.utils import formatdate
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from encore.media import service as media_service
 from encore.problems import problem_response
 from encore.storage import BlobNotFound, BlobStore
 from encore.streaming.signing import MediaSigner, TokenVerdict, split_media_path
@@ -26,19 +28,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 SMALL_FILE_BYTES = 512 * 1024
 PRESIGNED_LIFETIME = timedelta(minutes=10)
 PRESIGNED_CACHE_SECONDS = 300
-CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".m4s": "audio/mp4",
-    ".mp4": "audio/mp4",
-    ".m4a": "audio/mp4",
-    ".json": "application/json",
-}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def content_type(file: str) -> str:
-    """The media type of a rendition file, by its extension."""
-    return CONTENT_TYPES.get(PurePosixPath(file).suffix, "application/octet-stream")
 
 
 class MediaFiles:
@@ -117,13 +107,13 @@ class MediaFiles:
                 etag=etag,
                 last_modified=formatdate(stat.st_mtime, usegmt=True),
                 size=stat.st_size,
-                media_type=content_type(file),
+                media_type=media_service.rendition_content_type(file),
                 read=lambda start, end: _read_local(local, start, end),
                 head=method == "HEAD",
             )
         response = FileResponse(
             local,
-            media_type=content_type(file),
+            media_type=media_service.rendition_content_type(file),
             stat_result=stat,
             headers={"Cache-Control": IMMUTABLE},
         )
@@ -144,7 +134,7 @@ class MediaFiles:
             etag=etag,
             last_modified=formatdate(info.last_modified.timestamp(), usegmt=True),
             size=info.size,
-            media_type=content_type(file),
+            media_type=media_service.rendition_content_type(file),
             read=None,
             head=method == "HEAD",
         )

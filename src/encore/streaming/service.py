@@ -17,13 +17,19 @@ from encore.catalog.models import TrackStatus
 from encore.catalog.service import PlayableTrack
 from encore.config import Settings
 from encore.document_cache import DocumentCache
+from encore.media import service as media_service
 from encore.problems import Conflict, NotFound
 from encore.streaming.signing import MediaSigner
 
 DERIVED_KEY_ID = "k0"
-# The ladder the media pipeline writes: (directory, bit rate), lowest first.
-LADDER = (("aac_64", 64_000), ("aac_128", 128_000), ("aac_256", 256_000))
-QUALITY_BIT_RATES = {"low": 64_000, "normal": 128_000, "high": 256_000}
+# Quality names for the three rungs of the ladder, lowest first.
+QUALITY_BIT_RATES = dict(
+    zip(
+        ("low", "normal", "high"),
+        (bit_rate for _, bit_rate in media_service.RENDITION_LADDER),
+        strict=True,
+    )
+)
 
 
 def media_signer(settings: Settings, master_key: bytes) -> MediaSigner:
@@ -120,7 +126,7 @@ async def playback(
     chosen = default_bit_rate(quality, save_data)
     links = [
         ProgressiveLink(codec="mp4a.40.2", bitrate=bit_rate, url=url(f"{name}/audio.m4a"))
-        for name, bit_rate in LADDER
+        for name, bit_rate in media_service.RENDITION_LADDER
     ]
     # The default rendition first; the others follow, best first.
     links.sort(key=lambda link: (link.bitrate != chosen, -link.bitrate))
