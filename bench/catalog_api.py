@@ -33,6 +33,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench.ceiling_app import BODIES_ENV
+from bench.machine import cpu_model
 from bench.synthetic_catalog import fill_synthetic_catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -357,15 +358,6 @@ def encore_env(database_url: str, workdir: Path) -> dict[str, str]:
         "ENCORE_STORAGE_URL": f"file://{workdir / 'media'}",
         "ENCORE_LOG_LEVEL": "warning",
     }
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or what platform knows elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _versions() -> dict[str, str]:

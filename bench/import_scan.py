@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.machine import cpu_model
 from encore.catalog.importer import find_audio_files, import_library, scan_files
 from encore.config import load_settings
 from encore.db import create_engine, create_session_factory, upgrade_database
@@ -56,15 +57,6 @@ FORMATS = (AudioFormat.mp3, AudioFormat.flac, AudioFormat.ogg, AudioFormat.m4a, 
 TRACKS_PER_ALBUM = 10
 ALBUMS_PER_ARTIST = 4
 LIBRARY_VERSION = 1  # bump when the synthesized library changes, to rebuild the cache
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or what platform knows elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def build_library(target: Path, files: int, seconds: float) -> list[Path]:

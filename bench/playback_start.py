@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.catalog_api import _cpu_split, cpu_model, free_port, running_server
+from bench.catalog_api import _cpu_split, free_port, running_server
+from bench.machine import cpu_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "playback_start.json"

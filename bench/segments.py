@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.catalog_api import _cpu_split, _pinned, cpu_model, free_port, running_server
+from bench.catalog_api import _cpu_split, _pinned, free_port, running_server
+from bench.machine import cpu_model
 from bench.playback_start import _prepare
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ceiling_app import create_ceiling_app
+from bench.machine import cpu_model
 from bench.synthetic_catalog import fill_synthetic_catalog
 from encore.app import create_app
 from encore.auth.tokens import TokenVerifier
@@ -149,7 +150,7 @@ async def run(calls: int, workdir: Path) -> dict[str, Any]:
         "benchmark": "token_verify",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "system": f"{platform.system()} {platform.release()}",
         },
@@ -164,15 +165,6 @@ async def run(calls: int, workdir: Path) -> dict[str, Any]:
 
 async def _no_reload() -> list[Any]:
     return []
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

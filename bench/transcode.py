@@ -23,7 +23,6 @@ bench/results/transcode.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -39,6 +38,7 @@ from typing import Any
 
 import av
 
+from bench.machine import cpu_model
 from encore.media.ladder import RENDITIONS, SAMPLE_RATE, SEGMENT_SECONDS, transcode_ladder
 from encore.media.synthesis import (
     A_MINOR,
@@ -56,15 +56,6 @@ GOAL_RATIO_TO_FFMPEG = 0.9
 GOAL_X_REALTIME_PER_CORE = 30.0
 INPUT_VERSION = 1  # bump when the synthesized input changes, to rebuild the cache
 FLOOR_SECONDS = 120.0
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or what platform knows elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def build_input(cache: Path, seconds: float) -> Path:

@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.migrate_on_start:
                 await upgrade_database(engine)
             session_factory = create_session_factory(engine)
-            auth = await AuthRuntime.start(settings, session_factory)
+            master_key = load_master_key(settings)
+            auth = await AuthRuntime.start(settings, session_factory, master_key)
 
             async def read_catalog_revision() -> int:
                 async with session_factory() as db_session:
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     revalidate_seconds=settings.catalog_cache_revalidate_seconds,
                     read_revision=read_catalog_revision,
                 ),
-                media_signer=streaming_service.media_signer(settings, load_master_key(settings)),
+                media_signer=streaming_service.media_signer(settings, master_key),
             )
             logger.info(
                 "started",

@@ -78,6 +78,14 @@ class Forbidden(Problem):
     slug = "forbidden"
 
 
+class ContentTooLarge(Problem):
+    """The request, or what it would store, is bigger than allowed."""
+
+    status = 413
+    title = "Content too large"
+    slug = "content-too-large"
+
+
 class TooManyRequests(Problem):
     """The client must wait before trying again."""
 

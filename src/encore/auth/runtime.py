@@ -46,10 +46,13 @@ class AuthRuntime:
 
     @classmethod
     async def start(
-        cls, settings: Settings, session_factory: async_sessionmaker[AsyncSession]
+        cls,
+        settings: Settings,
+        session_factory: async_sessionmaker[AsyncSession],
+        master_key: bytes | None = None,
     ) -> AuthRuntime:
-        """Load the master key, make sure a signing key and the web client exist."""
-        master_key = load_master_key(settings)
+        """Make sure a signing key and the web client exist (master key loaded if not given)."""
+        master_key = master_key if master_key is not None else load_master_key(settings)
         signing_box = SecretBox.for_purpose(master_key, SIGNING_KEY_PURPOSE)
 
         async def reload_public_keys() -> list[KeyPair]:

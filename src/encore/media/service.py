@@ -25,9 +25,9 @@ from encore.media.artwork import InvalidArtwork, normalize_artwork
 from encore.media.ladder import RENDITIONS
 from encore.media.models import Upload, UploadStatus
 from encore.media.probe import AudioProbe, UnreadableAudio, probe_audio
-from encore.media.upload_stream import PayloadTooLarge, ReceivedUpload
+from encore.media.upload_stream import ReceivedUpload
 from encore.pagination import Page, decode_cursor, encode_cursor
-from encore.problems import Conflict, InvalidInput, NotFound
+from encore.problems import Conflict, ContentTooLarge, InvalidInput, NotFound
 from encore.storage import BlobNotFound, BlobStore
 
 PROCESS_TRACK_JOB = "media.process_track"
@@ -210,7 +210,7 @@ def check_upload_audio(path: Path, settings: Settings) -> AudioProbe:
     if not 1 <= probe.channels <= MAX_CHANNELS:
         raise InvalidInput(f"unsupported channel count {probe.channels}")
     if probe.duration_ms > settings.upload_max_duration_seconds * 1000:
-        raise PayloadTooLarge(
+        raise ContentTooLarge(
             f"the audio lasts {probe.duration_ms // 1000} s; the limit is "
             f"{settings.upload_max_duration_seconds} s"
         )
@@ -264,7 +264,7 @@ async def create_upload(
             raise NotFound(f"no album with id {form.album_id} by this artist")
     used = await storage_used(db_session=db_session, user_id=user_id)
     if used + received.size > settings.artist_storage_quota_bytes:
-        raise PayloadTooLarge(
+        raise ContentTooLarge(
             f"this upload would take your storage to {used + received.size} bytes; "
             f"the quota is {settings.artist_storage_quota_bytes}"
         )

@@ -17,19 +17,11 @@ from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from encore.problems import InvalidInput, Problem
+from encore.problems import ContentTooLarge, InvalidInput, Problem
 
 MAX_FIELDS = 50
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS_TOTAL_BYTES = 256 * 1024
-
-
-class PayloadTooLarge(Problem):
-    """The upload is bigger than allowed."""
-
-    status = 413
-    title = "Content too large"
-    slug = "content-too-large"
 
 
 @dataclass
@@ -89,7 +81,7 @@ async def receive_upload(
     # before a single byte is read.
     declared = int(content_length) if content_length and content_length.isdigit() else 0
     if declared > max_file_bytes + MAX_FIELDS_TOTAL_BYTES:
-        raise PayloadTooLarge(f"the upload is over the {max_file_bytes} byte limit")
+        raise ContentTooLarge(f"the upload is over the {max_file_bytes} byte limit")
     received = ReceivedUpload()
     digest = hashlib.sha256()
     spool: IO[bytes] | None = None
@@ -146,7 +138,7 @@ async def receive_upload(
             received.size += len(chunk)
             if received.size > max_file_bytes:
                 errors.append(
-                    PayloadTooLarge(f"the audio file is over the {max_file_bytes} byte limit")
+                    ContentTooLarge(f"the audio file is over the {max_file_bytes} byte limit")
                 )
                 return
             digest.update(chunk)
