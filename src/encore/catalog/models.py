@@ -76,6 +76,8 @@ class Artist(UUIDPrimaryKey, Timestamped, Base):
     owner_user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
+    # Streams (plays of 30 s or more) counted by the events pipeline; lags it by seconds.
+    stream_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (Index("ix_artists_sort_name_id", "sort_name", "id"),)
 
@@ -141,6 +143,8 @@ class Track(UUIDPrimaryKey, Timestamped, Base):
     loudness_lufs: Mapped[float | None] = mapped_column(Float)
     true_peak_dbtp: Mapped[float | None] = mapped_column(Float)
     track_gain_db: Mapped[float | None] = mapped_column(Float)
+    # Streams (plays of 30 s or more) counted by the events pipeline; lags it by seconds.
+    stream_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     album: Mapped[Album] = relationship(back_populates="tracks")

@@ -1,0 +1,1 @@
+"""Listening events: ingest, the event log consumers, history, counters, rollups and the lake."""

@@ -1,0 +1,3 @@
+"""Events tables: the event log, consumer offsets, listening history and daily rollups."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Your library: playlists, likes and follows."""

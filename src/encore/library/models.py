@@ -1,0 +1,3 @@
+"""Library tables: playlists and their items, likes and follows."""
+
+from __future__ import annotations
