@@ -176,6 +176,19 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         5, ge=1, le=100, description="Tries before a failing job goes to the dead-letter state."
     )
+    bus_url: str | None = Field(
+        None,
+        description=(
+            "NATS server(s) for the event log and the job queue, e.g. `nats://10.0.0.1:4222` "
+            "or a comma-separated list of cluster nodes; unset = tables in the database."
+        ),
+    )
+    bus_stream_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Replicas of each JetStream stream (3 on a 3-node cluster survives a node).",
+    )
     upload_max_bytes: int = Field(
         500 * 1024 * 1024,
         ge=1024,
@@ -205,6 +218,17 @@ class Settings(BaseSettings):
                 f"(got {value.split('://', 1)[0]}://)"
             )
         return value
+
+    @field_validator("bus_url")
+    @classmethod
+    def _check_bus_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        servers = [server.strip() for server in value.split(",")]
+        for server in servers:
+            if not server.startswith(("nats://", "tls://")):
+                raise ValueError("bus_url must list nats:// or tls:// server URLs")
+        return ",".join(servers)
 
     @field_validator("storage_url")
     @classmethod
