@@ -17,7 +17,7 @@ from encore.db import create_engine, create_session_factory
 from encore.storage import BlobStore, open_blob_store
 from tests.fixtures.oauth import asgi_client, service_token
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.seaweedfs"]
+pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.postgres", "tests.fixtures.seaweedfs"]
 
 
 @pytest.fixture(
