@@ -18,6 +18,7 @@ from encore.auth.runtime import AuthRuntime
 from encore.auth.secrets import load_master_key
 from encore.auth.tokens import InvalidToken
 from encore.bus import WorkerPool
+from encore.bus.event_log import EventConsumerPool, open_event_log
 from encore.catalog import service as catalog_service
 from encore.catalog.router import CACHED_DOCUMENT_ROUTES
 from encore.catalog.router import router as catalog_router
@@ -25,6 +26,9 @@ from encore.config import Settings, get_settings
 from encore.db import create_engine, create_session_factory, ping_database, upgrade_database
 from encore.dependencies import AppResources
 from encore.document_cache import CachedDocumentMiddleware, DocumentCache
+from encore.events.router import router as events_router
+from encore.events.service import EventRateLimiter
+from encore.events.tasks import event_consumers
 from encore.media.router import router as media_router
 from encore.observability import Metrics, RequestContextMiddleware, configure_logging
 from encore.problems import install_problem_handlers, problem_response
@@ -87,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     return await catalog_service.read_catalog_revision(db_session=db_session)
 
             store = open_blob_store(settings)
+            event_log = await open_event_log(settings, session_factory)
             app.state.resources = AppResources(
                 settings=settings,
                 engine=engine,
@@ -99,6 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     read_revision=read_catalog_revision,
                 ),
                 media_signer=streaming_service.media_signer(settings, master_key),
+                event_log=event_log,
+                event_rate_limiter=EventRateLimiter(
+                    events_per_minute=settings.events_per_user_per_minute
+                ),
             )
             logger.info(
                 "started",
@@ -113,11 +122,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings=settings, session_factory=session_factory, store=store
             )
             await workers.start()
+            # The event log's consumers run wherever job workers run (none when ENCORE_WORKERS=0).
+            consumers = EventConsumerPool(
+                event_log,
+                event_consumers(settings=settings, store=store, log_source=event_log.source)
+                if settings.workers > 0
+                else [],
+            )
+            await consumers.start()
             try:
                 yield
             finally:
+                await consumers.stop()
                 # Running jobs may finish; after the grace period they go back to the queue.
                 await workers.stop(grace=10)
+                await event_log.close()
         finally:
             gc.unfreeze()
             await engine.dispose()
@@ -156,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog_router)
     app.include_router(media_router)
     app.include_router(streaming_router)
+    app.include_router(events_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -189,6 +189,30 @@ class Settings(BaseSettings):
         le=5,
         description="Replicas of each JetStream stream (3 on a 3-node cluster survives a node).",
     )
+    events_per_user_per_minute: int = Field(
+        3000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Listening events one account may post per minute (per API process, bursts of a "
+            "whole batch allowed); more get 429."
+        ),
+    )
+    events_consumer_batch: int = Field(
+        1000, ge=1, le=100_000, description="Events the listening consumer applies per transaction."
+    )
+    lake_batch_events: int = Field(
+        50_000, ge=1, le=1_000_000, description="Most events in one Parquet file of the lake."
+    )
+    lake_flush_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How long the lake writer waits to fill a file before writing a smaller one "
+            "(fewer, larger files; the lake lags the log by at most this)."
+        ),
+    )
     upload_max_bytes: int = Field(
         500 * 1024 * 1024,
         ge=1024,

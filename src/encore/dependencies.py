@@ -10,9 +10,11 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from encore.auth.runtime import AuthRuntime
+from encore.bus.event_log import EventLog
 from encore.config import Settings
 from encore.db import session_scope
 from encore.document_cache import DocumentCache
+from encore.events.service import EventRateLimiter
 from encore.storage import BlobStore
 from encore.streaming.signing import MediaSigner
 
@@ -28,6 +30,8 @@ class AppResources:
     auth: AuthRuntime
     catalog_documents: DocumentCache
     media_signer: MediaSigner
+    event_log: EventLog
+    event_rate_limiter: EventRateLimiter
 
 
 def _resources(request: Request) -> AppResources:

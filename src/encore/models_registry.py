@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS_WITH_MODELS = ("auth", "catalog", "media", "library", "events")
+DOMAINS_WITH_MODELS = ("auth", "catalog", "media", "library", "search", "events")
 # Tables of the platform itself (not of a domain), by module name.
-PLATFORM_MODEL_MODULES = ("encore.jobs_models",)
+PLATFORM_MODEL_MODULES = ("encore.jobs_models", "encore.event_log_models")
 
 
 def import_all_models() -> None:

@@ -29,6 +29,7 @@ class ArtistRead(_Read):
     name: str
     sort_name: str
     musicbrainz_id: uuid.UUID | None
+    stream_count: int = Field(0, description="Plays of 30 s or more, counted within seconds.")
     created_at: datetime
 
 
@@ -67,6 +68,7 @@ class TrackRead(AlbumTrackRead):
     album: AlbumRef
     genres: list[str]
     musicbrainz_id: uuid.UUID | None
+    stream_count: int = Field(0, description="Plays of 30 s or more, counted within seconds.")
     created_at: datetime
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, bindparam, event, func, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, event, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction, selectinload
 
@@ -371,6 +371,10 @@ async def get_track(*, db_session: AsyncSession, track_id: uuid.UUID) -> TrackRe
     track = await db_session.scalar(query)
     if track is None:
         raise NotFound(f"no track with id {track_id}")
+    return _track_read(track)
+
+
+def _track_read(track: Track) -> TrackRead:
     return TrackRead(
         **_album_track(track).model_dump(),
         album=AlbumRef(
@@ -380,6 +384,7 @@ async def get_track(*, db_session: AsyncSession, track_id: uuid.UUID) -> TrackRe
         ),
         genres=[g.name for g in track.genres],
         musicbrainz_id=track.musicbrainz_id,
+        stream_count=track.stream_count,
         created_at=track.created_at,
     )
 
@@ -562,9 +567,11 @@ async def known_content_hashes(*, db_session: AsyncSession) -> set[str]:
 
 async def add_track(*, db_session: AsyncSession, album: Album, new: NewTrack) -> Track:
     """Add a track to an album, with its artist credits and genres."""
+    title = " ".join(new.title.split())[:500] or "Untitled"
     track = Track(
         album_id=album.id,
-        title=" ".join(new.title.split())[:500] or "Untitled",
+        title=title,
+        title_key=name_key(title)[:500],
         duration_ms=new.duration_ms,
         disc_number=max(new.disc_number, 1),
         track_number=new.track_number,
@@ -865,3 +872,131 @@ async def get_playable_track(
         track_gain_db=row.track_gain_db,
         true_peak_dbtp=row.true_peak_dbtp,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TrackStreamFacts:
+    """What counting a play needs of a track: its length and its primary artists."""
+
+    duration_ms: int
+    primary_artist_ids: tuple[uuid.UUID, ...]
+
+
+async def get_track_stream_facts(
+    *, db_session: AsyncSession, track_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, TrackStreamFacts]:
+    """Length and primary artists of each known track among track_ids (unknown ones left out)."""
+    if not track_ids:
+        return {}
+    rows = (
+        await db_session.execute(
+            select(Track.id, Track.duration_ms, TrackArtist.artist_id, TrackArtist.role)
+            .outerjoin(TrackArtist, TrackArtist.track_id == Track.id)
+            .where(Track.id.in_(list(track_ids)))
+            .order_by(Track.id, TrackArtist.position)
+        )
+    ).all()
+    durations: dict[uuid.UUID, int] = {}
+    artists: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for track_id, duration_ms, artist_id, role in rows:
+        durations[track_id] = duration_ms
+        credited = artists.setdefault(track_id, [])
+        if artist_id is not None and role == CreditRole.primary:
+            credited.append(artist_id)
+    return {
+        track_id: TrackStreamFacts(duration_ms, tuple(artists[track_id]))
+        for track_id, duration_ms in durations.items()
+    }
+
+
+async def add_stream_counts(
+    *,
+    db_session: AsyncSession,
+    track_streams: Mapping[uuid.UUID, int],
+    artist_streams: Mapping[uuid.UUID, int],
+) -> None:
+    """Add counted streams to tracks and artists (in the caller's transaction)."""
+    # Counters are not catalog edits: no revision bump, so cached album documents stay valid
+    # (they carry no counts). Sorted ids keep lock order stable between writers.
+    tables: tuple[tuple[Table, Mapping[uuid.UUID, int]], ...] = (  # type: ignore[assignment]
+        (Track.__table__, track_streams),
+        (Artist.__table__, artist_streams),
+    )
+    for table, counts in tables:
+        increments = [
+            {"row_id": row_id, "added": added} for row_id, added in sorted(counts.items())
+        ]
+        if increments:
+            # Core statements: an executemany of increments, not ORM bulk-by-primary-key sets.
+            await db_session.execute(
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values(stream_count=table.c.stream_count + bindparam("added")),
+                increments,
+            )
+
+
+async def get_tracks(
+    *, db_session: AsyncSession, track_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, TrackRead]:
+    """Tracks by id with album, artists and genres (unknown ids left out)."""
+    if not track_ids:
+        return {}
+    tracks = (
+        await db_session.scalars(
+            select(Track)
+            .where(Track.id.in_(list(track_ids)))
+            .options(
+                selectinload(Track.credits),
+                selectinload(Track.genres),
+                selectinload(Track.album),
+            )
+        )
+    ).all()
+    return {track.id: _track_read(track) for track in tracks}
+
+
+async def get_album_summaries(
+    *, db_session: AsyncSession, album_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, AlbumSummary]:
+    """Albums by id as listed (credits, artwork), unknown ids left out."""
+    if not album_ids:
+        return {}
+    albums = (
+        await db_session.scalars(_album_list_query().where(Album.id.in_(list(album_ids))))
+    ).all()
+    return {album.id: _album_summary(album) for album in albums}
+
+
+async def get_artists(
+    *, db_session: AsyncSession, artist_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, ArtistRead]:
+    """Artists by id, unknown ids left out."""
+    if not artist_ids:
+        return {}
+    artists = (
+        await db_session.scalars(select(Artist).where(Artist.id.in_(list(artist_ids))))
+    ).all()
+    return {artist.id: ArtistRead.model_validate(artist) for artist in artists}
+
+
+async def get_stream_counts(
+    *, db_session: AsyncSession, kind: str, ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """Streams of tracks or artists, or of albums (their tracks' sum), by id; kind names which."""
+    if not ids:
+        return {}
+    id_list = list(ids)
+    if kind == "track":
+        query = select(Track.id, Track.stream_count).where(Track.id.in_(id_list))
+    elif kind == "artist":
+        query = select(Artist.id, Artist.stream_count).where(Artist.id.in_(id_list))
+    elif kind == "album":
+        query = (
+            select(Track.album_id, func.sum(Track.stream_count))
+            .where(Track.album_id.in_(id_list))
+            .group_by(Track.album_id)
+        )
+    else:
+        raise ValueError(f"no stream counts for {kind}")
+    return {row_id: int(count or 0) for row_id, count in (await db_session.execute(query)).all()}

@@ -1,3 +1,120 @@
-"""Events tables: the event log, consumer offsets, listening history and daily rollups."""
+"""Events tables: listening history, the applied-event record and daily rollups."""
 
 from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Index,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from encore.db import Base, UUIDPrimaryKey
+
+
+class CountedEvent(Base):
+    """An event the listening consumer has applied: a redelivery of it changes nothing."""
+
+    __tablename__ = "counted_events"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    counted_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ListeningHistoryEntry(UUIDPrimaryKey, Base):
+    """A play of 30 s or more: a stream, or a play flagged as abuse and not counted."""
+
+    __tablename__ = "listening_history"
+
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    event_id: Mapped[uuid.UUID] = mapped_column()
+    track_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    # When the play ended (the end event's occurred_at) and when it began (minus ms played).
+    played_at: Mapped[datetime] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column()
+    ms_played: Mapped[int] = mapped_column(BigInteger)
+    context_type: Mapped[str | None] = mapped_column(String(16))
+    context_id: Mapped[str | None] = mapped_column(String(100))
+    device: Mapped[str | None] = mapped_column(String(16))
+    country: Mapped[str | None] = mapped_column(String(2))
+    # Why the play is not counted (e.g. "overlapping_play"); None for a stream that counts.
+    flag: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "event_id", name="uq_listening_history_user_event"),
+        Index("ix_listening_history_user_played", "user_id", "played_at", "id"),
+    )
+
+
+class _DailyCounters:
+    """The counters every daily rollup row carries."""
+
+    plays: Mapped[int] = mapped_column(BigInteger, default=0)
+    streams: Mapped[int] = mapped_column(BigInteger, default=0)
+    ms_played: Mapped[int] = mapped_column(BigInteger, default=0)
+    skips: Mapped[int] = mapped_column(BigInteger, default=0)
+    likes: Mapped[int] = mapped_column(BigInteger, default=0)
+    unlikes: Mapped[int] = mapped_column(BigInteger, default=0)
+    playlist_adds: Mapped[int] = mapped_column(BigInteger, default=0)
+    flagged_plays: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyTrackStats(_DailyCounters, Base):
+    """A track's counters for one UTC day, split by country, device type and source."""
+
+    __tablename__ = "daily_track_stats"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    track_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # "" when the client did not say: a primary key column cannot be NULL.
+    country: Mapped[str] = mapped_column(String(2), primary_key=True)
+    device: Mapped[str] = mapped_column(String(16), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+    __table_args__ = (Index("ix_daily_track_stats_track_day", "track_id", "day"),)
+
+
+class DailyArtistStats(_DailyCounters, Base):
+    """An artist's counters (over their tracks) for one UTC day, split like the track's."""
+
+    __tablename__ = "daily_artist_stats"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    artist_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    country: Mapped[str] = mapped_column(String(2), primary_key=True)
+    device: Mapped[str] = mapped_column(String(16), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+    __table_args__ = (Index("ix_daily_artist_stats_artist_day", "artist_id", "day"),)
+
+
+class DailyTrackListener(Base):
+    """A listener who streamed a track on a UTC day: unique listeners over any window."""
+
+    __tablename__ = "daily_track_listeners"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    track_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    streams: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_daily_track_listeners_track_day", "track_id", "day"),)
+
+
+class DailyArtistListener(Base):
+    """A listener who streamed an artist on a UTC day."""
+
+    __tablename__ = "daily_artist_listeners"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    artist_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    streams: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_daily_artist_listeners_artist_day", "artist_id", "day"),)

@@ -1,0 +1,358 @@
+"""The listening-event log behind one small Protocol; this module holds the database backend.
+
+Producers append batches of events; every event is keyed by (user id, client event id), so
+appending the same event twice records it once (a client retry). Consumers are named: each
+reads the log in order from its own offset and hands batches to a handler.
+
+Database backend: the `event_log` table and one `event_consumer_offsets` row per consumer.
+A batch's handler runs in the same transaction that advances the consumer's offset, so a
+handler that writes only to the database applies each event exactly once. A handler with
+effects outside the database (the Parquet lake) must make them idempotent: a crash after the
+effect and before the commit replays the same batch from the same offset.
+
+On PostgreSQL, positions come from a sequence and concurrent appenders may commit out of
+order; every row therefore carries its transaction id and consumers read only rows of
+transactions older than the oldest one still running (`pg_snapshot_xmin`), ordered by
+(transaction id, position). SQLite has a single writer, so positions commit in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+import structlog
+from sqlalchemy import and_, func, literal_column, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+
+from encore.db import utcnow
+from encore.event_log_models import EventConsumerOffset, EventLogEntry
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from encore.config import Settings
+
+logger = structlog.get_logger("encore.bus.events")
+
+DEFAULT_CONSUMER_POLL_SECONDS = 0.5
+"""How long an idle consumer waits before reading the log again."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventToAppend:
+    """One validated event on its way into the log."""
+
+    user_id: uuid.UUID
+    event_id: uuid.UUID
+    received_at: datetime
+    # The whole event as the consumers will read it (JSON object).
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One event as a consumer reads it back."""
+
+    position: int
+    user_id: uuid.UUID
+    event_id: uuid.UUID
+    received_at: datetime
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """How many events of an append were new, and how many the log already held."""
+
+    appended: int
+    duplicates: int
+
+
+EventBatchHandler = Callable[[Sequence[LoggedEvent], "AsyncSession"], Awaitable[None]]
+"""Applies a batch of events; database writes go through the session it is given, which the
+log commits together with the consumer's progress."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventConsumer:
+    """A named reader of the log, its handler and how it batches."""
+
+    name: str
+    handler: EventBatchHandler
+    batch_size: int = 1000
+    # Wait up to this long for a full batch (fewer, larger Parquet files); 0 = never wait.
+    linger_seconds: float = 0.0
+
+
+class EventLog(Protocol):
+    """The durable, deduplicating log of listening events."""
+
+    @property
+    def source(self) -> str:
+        """A short name of the backend, part of the names of files made from its positions."""
+        ...
+
+    async def append(self, events: Sequence[EventToAppend]) -> AppendResult:
+        """Record events durably (returns after commit or acknowledgement), each at most once."""
+        ...
+
+    async def consume_once(self, consumer: EventConsumer) -> int:
+        """Apply the consumer's next batch, if one is due; the number of events it applied."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise when the log cannot be reached."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def logged_event_from_body(position: int, body: bytes) -> LoggedEvent:
+    """Decode an event body as stored by the log."""
+    decoded = orjson.loads(body)
+    return LoggedEvent(
+        position=position,
+        user_id=uuid.UUID(decoded["user_id"]),
+        event_id=uuid.UUID(decoded["event_id"]),
+        received_at=datetime.fromisoformat(decoded["received_at"]),
+        body=decoded,
+    )
+
+
+class DatabaseEventLog:
+    """The event log as a table in Encore's database (SQLite or PostgreSQL)."""
+
+    source = "db"
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._session_factory = session_factory
+
+    async def append(self, events: Sequence[EventToAppend]) -> AppendResult:
+        """Insert the events in one transaction; events already in the log are left alone."""
+        if not events:
+            return AppendResult(0, 0)
+        async with self._session_factory() as session, session.begin():
+            insert = (
+                postgresql_insert
+                if session.get_bind().dialect.name == "postgresql"
+                else sqlite_insert
+            )
+            statement = (
+                insert(EventLogEntry)
+                .on_conflict_do_nothing(
+                    index_elements=[EventLogEntry.user_id, EventLogEntry.event_id]
+                )
+                .returning(EventLogEntry.position)
+            )
+            rows = [
+                {
+                    "user_id": event.user_id,
+                    "event_id": event.event_id,
+                    "received_at": event.received_at,
+                    "body": event.body.decode(),
+                }
+                for event in events
+            ]
+            appended = len((await session.execute(statement, rows)).all())
+        return AppendResult(appended, len(events) - appended)
+
+    async def consume_once(self, consumer: EventConsumer) -> int:
+        """Read the consumer's next batch, apply it and move its offset, in one transaction."""
+        try:
+            return await self._consume_batch(consumer)
+        except OperationalError as error:
+            # SQLite: another writer committed after this transaction's snapshot (a stale
+            # read cannot become a write); the batch is simply read again next time.
+            if "locked" in str(error) or "busy" in str(error).lower():
+                logger.info("event_consumer_retry", consumer=consumer.name, reason=str(error))
+                return 0
+            raise
+
+    async def _consume_batch(self, consumer: EventConsumer) -> int:
+        async with self._session_factory() as session, session.begin():
+            postgres = session.get_bind().dialect.name == "postgresql"
+            offset = await session.get(EventConsumerOffset, consumer.name)
+            after = (offset.transaction_id, offset.position) if offset else (0, 0)
+            query = (
+                select(EventLogEntry.position, EventLogEntry.transaction_id, EventLogEntry.body)
+                .where(
+                    tuple_(EventLogEntry.transaction_id, EventLogEntry.position) > tuple_(*after)
+                    if postgres
+                    else EventLogEntry.position > after[1]
+                )
+                .order_by(EventLogEntry.transaction_id, EventLogEntry.position)
+                .limit(consumer.batch_size)
+            )
+            if postgres:
+                query = query.where(
+                    EventLogEntry.transaction_id
+                    < literal_column("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+                )
+            rows = (await session.execute(query)).all()
+            if not rows:
+                return 0
+            batch = [logged_event_from_body(row.position, row.body.encode()) for row in rows]
+            if (
+                consumer.linger_seconds > 0
+                and len(batch) < consumer.batch_size
+                and (utcnow() - batch[0].received_at).total_seconds() < consumer.linger_seconds
+            ):
+                return 0
+            await consumer.handler(batch, session)
+            last = rows[-1]
+            if not await self._advance(session, consumer.name, offset, last):
+                # Another process ran the same consumer over the same batch first: drop ours.
+                await session.rollback()
+                return 0
+        return len(batch)
+
+    async def _advance(
+        self,
+        session: AsyncSession,
+        consumer: str,
+        offset: EventConsumerOffset | None,
+        last: Any,
+    ) -> bool:
+        now = utcnow()
+        if offset is None:
+            insert = (
+                postgresql_insert
+                if session.get_bind().dialect.name == "postgresql"
+                else sqlite_insert
+            )
+            created = await session.execute(
+                insert(EventConsumerOffset)
+                .values(
+                    consumer=consumer,
+                    transaction_id=last.transaction_id,
+                    position=last.position,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=[EventConsumerOffset.consumer])
+                .returning(EventConsumerOffset.consumer)
+            )
+            return created.first() is not None
+        moved = await session.execute(
+            update(EventConsumerOffset)
+            .where(
+                EventConsumerOffset.consumer == consumer,
+                EventConsumerOffset.transaction_id == offset.transaction_id,
+                EventConsumerOffset.position == offset.position,
+            )
+            .values(transaction_id=last.transaction_id, position=last.position, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(moved, "rowcount", 0))
+
+    async def ping(self) -> None:
+        """The database answers (it is the log)."""
+        async with self._session_factory() as session:
+            await session.execute(select(func.count()).select_from(EventConsumerOffset))
+
+    async def close(self) -> None:
+        """Nothing to release: the log shares the app's engine."""
+
+    async def lag(self, consumer: str) -> int:
+        """Events in the log the consumer has not applied yet."""
+        async with self._session_factory() as session:
+            offset = await session.get(EventConsumerOffset, consumer)
+            query = select(func.count()).select_from(EventLogEntry)
+            if offset is not None:
+                query = query.where(
+                    or_(
+                        EventLogEntry.transaction_id > offset.transaction_id,
+                        and_(
+                            EventLogEntry.transaction_id == offset.transaction_id,
+                            EventLogEntry.position > offset.position,
+                        ),
+                    )
+                )
+            count: int = await session.scalar(query) or 0
+            return count
+
+
+class EventConsumerPool:
+    """Runs each consumer in its own task until stopped: polls, applies, backs off on errors."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        consumers: Sequence[EventConsumer],
+        *,
+        poll_seconds: float = DEFAULT_CONSUMER_POLL_SECONDS,
+    ) -> None:
+        self._log = log
+        self._consumers = list(consumers)
+        self._poll_seconds = poll_seconds
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start one task per consumer."""
+        self._stopping.clear()
+        for consumer in self._consumers:
+            self._tasks.append(
+                asyncio.create_task(self._run(consumer), name=f"event-consumer-{consumer.name}")
+            )
+
+    async def stop(self) -> None:
+        """Stop after the batches in hand (a batch is applied in one transaction, or not)."""
+        self._stopping.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _run(self, consumer: EventConsumer) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                applied = await self._log.consume_once(consumer)
+                failures = 0
+            except Exception:
+                failures += 1
+                logger.exception("event_consumer_failed", consumer=consumer.name)
+                applied = 0
+                # Back off (capped) so a poisoned batch or an outage does not spin the CPU.
+                await self._pause(min(30.0, self._poll_seconds * 2**failures))
+                continue
+            if applied == 0:
+                await self._pause(self._poll_seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+async def drain_event_consumers(log: EventLog, consumers: Sequence[EventConsumer]) -> int:
+    """Apply every due batch of every consumer until none has anything left (tests, CLI)."""
+    total = 0
+    while True:
+        applied = 0
+        for consumer in consumers:
+            applied += await log.consume_once(consumer)
+        total += applied
+        if applied == 0:
+            return total
+
+
+async def open_event_log(
+    settings: Settings, session_factory: async_sessionmaker[AsyncSession]
+) -> EventLog:
+    """The event log of this deployment: JetStream when `bus_url` is set, else the database."""
+    if settings.bus_url:
+        from encore.bus.jetstream_events import JetStreamEventLog
+
+        return await JetStreamEventLog.connect(settings)
+    return DatabaseEventLog(session_factory)
