@@ -1,0 +1,153 @@
+"""The consumers under failure: the lake holds each event exactly once, counts stay exact."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from encore.bus.event_log import EventConsumer, LoggedEvent, drain_event_consumers
+from encore.db import utcnow
+from encore.events import service as events_service
+from encore.events.lake import LAKE_EVENTS_PREFIX, LAKE_SCHEMA_VERSION, LakeWriter
+from encore.events.models import DailyTrackStats, ListeningHistoryEntry
+from encore.events.service import record_events
+from encore.events.tasks import LAKE_CONSUMER, LISTENING_CONSUMER
+from tests.fixtures.events import drain_events, listening_session, play_end, seed_catalog
+from tests.fixtures.oauth import create_user, resources_of
+
+
+class ConsumerCrash(Exception):
+    """Stands for a worker killed after the batch's effects and before its commit."""
+
+
+async def _append(app: FastAPI, user_id: uuid.UUID, events: list[dict[str, object]]) -> int:
+    resources = resources_of(app)
+    result = await record_events(
+        event_log=resources.event_log,
+        rate_limiter=None,
+        user_id=user_id,
+        document={"events": events},
+    )
+    assert not result.rejected, result.rejected
+    return result.accepted
+
+
+def _lake_root(app: FastAPI) -> Path:
+    location = resources_of(app).settings.storage_url.removeprefix("file://")
+    return Path(location) / LAKE_EVENTS_PREFIX
+
+
+def _read_lake(app: FastAPI) -> list[tuple[object, ...]]:
+    pattern = str(_lake_root(app) / "**" / "*.parquet")
+    with duckdb.connect() as lake:
+        return lake.execute(
+            "select event_id, type, date, hour, schema_version, occurred_at, context_type "
+            f"from read_parquet('{pattern}', hive_partitioning = true) order by occurred_at"
+        ).fetchall()
+
+
+async def test_lake_has_every_event_once_in_hourly_partitions(app: FastAPI) -> None:
+    playable = await seed_catalog(app)
+    user = await create_user(app, "erin")
+    start = (utcnow() - timedelta(hours=3)).replace(minute=50, second=0, microsecond=0)
+    # Twelve back-to-back plays of 3m20s: the session crosses into the next hour.
+    events = listening_session(playable.track_ids * 2, start=start)
+    await _append(app, user.id, events)
+    await drain_events(app)
+    rows = _read_lake(app)
+    assert len(rows) == len(events)
+    assert {row[0] for row in rows} == {event["event_id"] for event in events}
+    assert {row[4] for row in rows} == {LAKE_SCHEMA_VERSION}
+    hours = {(str(row[2]), int(str(row[3]))) for row in rows}
+    assert len(hours) == 2
+    for event_id, _type, day, hour, _version, occurred_at, context in rows:
+        assert context == "album"
+        utc = occurred_at.astimezone(UTC)
+        assert (str(day), int(str(hour))) == (utc.date().isoformat(), utc.hour), event_id
+    partitions = sorted(p.relative_to(_lake_root(app)).parent for p in _lake_root(app).rglob("*"))
+    assert all(str(p).startswith("date=") for p in partitions if str(p) != ".")
+
+
+async def test_a_lake_writer_that_dies_before_its_commit_writes_nothing_twice(
+    app: FastAPI,
+) -> None:
+    playable = await seed_catalog(app, artists=1, tracks_per_artist=2)
+    user = await create_user(app, "frank")
+    resources = resources_of(app)
+    at = utcnow() - timedelta(hours=2)
+    await _append(app, user.id, listening_session(playable.track_ids, start=at))
+    writer = LakeWriter(store=resources.store, log_source=resources.event_log.source)
+
+    async def write_then_die(batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
+        await writer(batch, db_session)
+        raise ConsumerCrash
+
+    with pytest.raises(ConsumerCrash):
+        await resources.event_log.consume_once(EventConsumer(LAKE_CONSUMER, write_then_die, 3))
+    # More events arrive before the writer comes back with a larger batch size.
+    later = listening_session(playable.track_ids, start=at + timedelta(minutes=20))
+    await _append(app, user.id, later)
+    await drain_event_consumers(resources.event_log, [EventConsumer(LAKE_CONSUMER, writer, 100)])
+    rows = _read_lake(app)
+    assert len(rows) == 8
+    assert len({row[0] for row in rows}) == 8
+
+
+async def test_a_listening_consumer_that_dies_mid_batch_counts_exactly(app: FastAPI) -> None:
+    playable = await seed_catalog(app, artists=1, tracks_per_artist=3)
+    user = await create_user(app, "grace")
+    resources = resources_of(app)
+    await _append(
+        app, user.id, listening_session(playable.track_ids, start=utcnow() - timedelta(hours=1))
+    )
+
+    async def apply_then_die(batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
+        await events_service.apply_listening_events(batch, db_session)
+        raise ConsumerCrash
+
+    with pytest.raises(ConsumerCrash):
+        await resources.event_log.consume_once(
+            EventConsumer(LISTENING_CONSUMER, apply_then_die, 4)
+        )
+    await drain_events(app)
+    # Applied again after the crash: the crashed transaction left nothing behind.
+    await drain_event_consumers(
+        resources.event_log,
+        [EventConsumer(LISTENING_CONSUMER, events_service.apply_listening_events, 2)],
+    )
+    async with resources.session_factory() as db_session:
+        streams = await db_session.scalar(select(func.sum(DailyTrackStats.streams)))
+        history = await db_session.scalar(select(func.count()).select_from(ListeningHistoryEntry))
+    assert streams == 3
+    assert history == 3
+
+
+async def test_a_redelivered_event_is_applied_once(app: FastAPI) -> None:
+    """A log that hands the same event over again (JetStream after its dedupe window)."""
+    playable = await seed_catalog(app, artists=1, tracks_per_artist=1)
+    user = await create_user(app, "heidi")
+    resources = resources_of(app)
+    event = play_end(playable.track_ids[0], at=utcnow() - timedelta(minutes=3))
+    await _append(app, user.id, [event])
+    captured: list[LoggedEvent] = []
+
+    async def capture(batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
+        captured.extend(batch)
+        await events_service.apply_listening_events(batch, db_session)
+
+    await drain_event_consumers(
+        resources.event_log, [EventConsumer(LISTENING_CONSUMER, capture, 10)]
+    )
+    async with resources.session_factory() as db_session, db_session.begin():
+        await events_service.apply_listening_events(captured, db_session)
+    async with resources.session_factory() as db_session:
+        streams = await db_session.scalar(select(func.sum(DailyTrackStats.streams)))
+    assert streams == 1
