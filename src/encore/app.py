@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             workers = WorkerPool.from_settings(
                 settings=settings, session_factory=session_factory, store=store
             )
+            app.state.job_queue = workers.queue
             await workers.start()
             # The event log's consumers run wherever job workers run (none when ENCORE_WORKERS=0).
             consumers = EventConsumerPool(
@@ -184,13 +185,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], summary="Readiness")
     async def readyz(request: Request) -> Response:
-        """The database and the blob store are reachable."""
+        """The database, the blob store and (when configured) the bus are reachable."""
         resources: AppResources = request.app.state.resources
         checks: dict[str, str] = {}
-        for name, probe in (
+        probes = [
             ("database", ping_database(resources.engine)),
             ("storage", resources.store.ping()),
-        ):
+        ]
+        if resources.settings.bus_url:
+            probes.append(("bus", request.app.state.job_queue.ping()))
+        for name, probe in probes:
             try:
                 await probe
                 checks[name] = "ok"

@@ -57,9 +57,11 @@ __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "MAX_ERROR_LENGTH",
     "NOOP_JOB_KIND",
+    "RELAY_INTERVAL",
     "RETRY_DELAY_CAP",
     "DatabaseJobQueue",
     "Job",
+    "JobAnnouncement",
     "JobContext",
     "JobHandler",
     "JobQueue",
@@ -68,6 +70,7 @@ __all__ = [
     "WorkerPool",
     "enqueue_job",
     "open_job_queue",
+    "register_job_announcer",
     "retry_delay",
     "run_noop_job",
     "run_workers",
@@ -87,8 +90,13 @@ process wake it at once)."""
 NOOP_JOB_KIND = "noop"
 """A built-in kind whose handler does nothing: shows that workers are running and settling."""
 
+RELAY_INTERVAL = 30.0
+"""Seconds between a worker pool's sweeps for jobs whose announcement to a broker may have been
+lost (backends without a broker have nothing to sweep)."""
+
 _ACTIVE_STATES = (JobState.queued, JobState.running)
 _ENQUEUED_FLAG = "encore.bus.enqueued"
+_ANNOUNCEMENTS = "encore.bus.announcements"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,16 @@ class JobContext:
     settings: Settings
     session_factory: async_sessionmaker[AsyncSession]
     store: BlobStore
+
+
+@dataclass(frozen=True, slots=True)
+class JobAnnouncement:
+    """A job that became due to run when its transaction committed (for a broker to carry)."""
+
+    id: uuid.UUID
+    kind: str
+    # When the job was queued (its updated_at then): tells a re-queued job from its first run.
+    queued_at: datetime
 
 
 JobHandler: TypeAlias = Callable[[dict[str, Any], JobContext], Coroutine[Any, Any, None]]
@@ -190,6 +208,22 @@ class JobQueue(Protocol):
 
     async def purge_finished_jobs(self, *, finished_before: datetime) -> int:
         """Delete jobs done before this time (dead ones are kept for inspection); how many."""
+        ...
+
+    async def open(self) -> None:
+        """Start carrying jobs committed in this process to the workers (a broker backend)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop carrying jobs and let go of connections; the queue can be opened again."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the queue's backend cannot be reached."""
+        ...
+
+    async def relay_unannounced_jobs(self) -> int:
+        """Hand the workers due jobs whose announcement may have been lost; how many."""
         ...
 
 
@@ -284,6 +318,7 @@ async def enqueue_job(
         if inserted is not None:
             db_session.info[_ENQUEUED_FLAG] = True
             job_id: uuid.UUID = inserted
+            _remember_announcement(db_session.info, JobAnnouncement(job_id, kind, now))
             return job_id
         existing = await db_session.scalar(
             select(JobRecord.id).where(
@@ -298,12 +333,45 @@ async def enqueue_job(
     raise RuntimeError(f"could not enqueue a {kind} job with dedupe key {dedupe_key!r}")
 
 
+def _remember_announcement(info: dict[Any, Any], announcement: JobAnnouncement) -> None:
+    info.setdefault(_ANNOUNCEMENTS, []).append(announcement)
+
+
+def take_announcements(info: dict[Any, Any]) -> list[JobAnnouncement]:
+    """The jobs enqueued so far in this session's transaction, taken out of its care.
+
+    For a queue that announces them itself after its own commit (instead of the commit hook).
+    """
+    taken: list[JobAnnouncement] = info.pop(_ANNOUNCEMENTS, [])
+    return taken
+
+
 # In-process wake-ups: worker pools of this process hear of a commit that enqueued a job at once,
 # instead of at their next poll.
 _local_wakeups: set[Callable[[], None]] = set()
 
+JobAnnouncer: TypeAlias = Callable[[Session, tuple[JobAnnouncement, ...]], None]
+"""Told, in the commit hook, which jobs a session's transaction just committed; it must not
+block (a broker backend schedules the publishing on the running event loop)."""
+
+_job_announcers: set[JobAnnouncer] = set()
+
+
+def register_job_announcer(announcer: JobAnnouncer) -> Callable[[], None]:
+    """Have `announcer` hear of every commit that enqueued jobs; the call that unregisters it."""
+    _job_announcers.add(announcer)
+    return lambda: _job_announcers.discard(announcer)
+
 
 def _wake_local_workers(session: Session) -> None:
+    announcements = tuple(session.info.pop(_ANNOUNCEMENTS, ()))
+    if announcements:
+        for announce in tuple(_job_announcers):
+            try:
+                announce(session, announcements)
+            except Exception:
+                # The commit stands; the relay of a worker pool hands these jobs out later.
+                logger.exception("job_announce_failed", jobs=len(announcements))
     if session.info.pop(_ENQUEUED_FLAG, False):
         for wake in tuple(_local_wakeups):
             wake()
@@ -311,6 +379,7 @@ def _wake_local_workers(session: Session) -> None:
 
 def _forget_enqueued(session: Session, *_args: Any) -> None:
     session.info.pop(_ENQUEUED_FLAG, None)
+    session.info.pop(_ANNOUNCEMENTS, None)
 
 
 event.listen(Session, "after_commit", _wake_local_workers)
@@ -332,10 +401,12 @@ class DatabaseJobQueue:
         *,
         max_attempts: int = 5,
         clock: Callable[[], datetime] = utcnow,
+        backoff: Callable[[int], timedelta] = retry_delay,
     ) -> None:
         self._session_factory = session_factory
         self._max_attempts = max_attempts
         self._clock = clock
+        self._backoff = backoff
 
     async def enqueue(
         self,
@@ -511,7 +582,7 @@ class DatabaseJobQueue:
             if permanent or attempts >= self._max_attempts:
                 values |= {"state": JobState.dead, "finished_at": now}
             else:
-                values |= {"state": JobState.queued, "run_after": now + retry_delay(attempts)}
+                values |= {"state": JobState.queued, "run_after": now + self._backoff(attempts)}
             await session.execute(update(JobRecord).where(JobRecord.id == job_id).values(**values))
         state: JobState = values["state"]
         return state
@@ -605,11 +676,30 @@ class DatabaseJobQueue:
             )
             return len(deleted.all())
 
+    async def open(self) -> None:
+        """Nothing to open: workers find committed jobs in the table."""
+
+    async def close(self) -> None:
+        """Nothing to close: sessions come from the caller's factory."""
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        async with self._session_factory() as session:
+            await session.execute(select(literal_column("1")))
+
+    async def relay_unannounced_jobs(self) -> int:
+        """Nothing to relay: the table is the queue."""
+        return 0
+
 
 def open_job_queue(
     settings: Settings, session_factory: async_sessionmaker[AsyncSession]
 ) -> JobQueue:
-    """The job queue of this deployment (the database backend, for now)."""
+    """The job queue of this deployment: JetStream when `bus_url` is set, else the database."""
+    if settings.bus_url:
+        from encore.bus.jetstream_jobs import JetStreamJobQueue
+
+        return JetStreamJobQueue.from_settings(settings, session_factory)
     return DatabaseJobQueue(session_factory, max_attempts=settings.job_max_attempts)
 
 
@@ -642,10 +732,15 @@ class WorkerPool:
         session_factory: async_sessionmaker[AsyncSession],
         store: BlobStore | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        relay_interval: float = RELAY_INTERVAL,
+        owns_queue: bool = False,
     ) -> None:
         if lease <= timedelta(0):
             raise ValueError("the lease must be positive")
         self._queue = queue
+        self._owns_queue = owns_queue
+        self._relay_interval = relay_interval
+        self._relay: asyncio.Task[None] | None = None
         self._handlers = dict(handlers)
         self._count = count
         self._lease = lease
@@ -682,7 +777,13 @@ class WorkerPool:
             settings=settings,
             session_factory=session_factory,
             store=store,
+            owns_queue=True,
         )
+
+    @property
+    def queue(self) -> JobQueue:
+        """The queue this pool's workers take their jobs from."""
+        return self._queue
 
     @property
     def worker_ids(self) -> list[str]:
@@ -695,9 +796,11 @@ class WorkerPool:
         return sorted(self._handlers)
 
     async def start(self) -> None:
-        """Start the workers (none when `count` is 0 or no handler is registered)."""
+        """Open the queue and start the workers (none when `count` is 0 or no handler is
+        registered: the queue still carries the jobs this process enqueues)."""
         if self._tasks:
             raise RuntimeError("the worker pool is already running")
+        await self._queue.open()
         if self._count <= 0 or not self._handlers:
             return
         if self._store is None:
@@ -710,6 +813,7 @@ class WorkerPool:
         for worker_id in self.worker_ids:
             task = asyncio.create_task(self._work(worker_id), name=f"job-worker {worker_id}")
             self._tasks.add(task)
+        self._relay = asyncio.create_task(self._relay_jobs(), name=f"job-relay {self._name}")
         logger.info("workers_started", count=self._count, kinds=self.kinds)
 
     def wake(self) -> None:
@@ -738,6 +842,12 @@ class WorkerPool:
                 task.cancel()
             self._tasks.clear()
             _local_wakeups.discard(self.wake)
+            relay, self._relay = self._relay, None
+            if relay is not None:
+                relay.cancel()
+                await asyncio.wait({relay})
+            if self._owns_queue:
+                await self._queue.close()
         if tasks:
             logger.info("workers_stopped", count=len(tasks))
 
@@ -746,6 +856,8 @@ class WorkerPool:
         self._stopping.set()
         for task in self._tasks:
             task.cancel()
+        if self._relay is not None:
+            self._relay.cancel()
 
     async def __aenter__(self) -> Self:
         """Start the workers."""
@@ -761,6 +873,17 @@ class WorkerPool:
         """Stop the workers: running jobs finish, unless the block raised."""
         # Leaving on an error must not hang on a stuck handler: its job goes back at once.
         await self.stop(grace=None if exc is None else 0)
+
+    async def _relay_jobs(self) -> None:
+        while True:
+            try:
+                relayed = await self._queue.relay_unannounced_jobs()
+            except Exception:
+                logger.warning("job_relay_failed", exc_info=True)
+            else:
+                if relayed:
+                    logger.info("jobs_relayed", count=relayed)
+            await asyncio.sleep(self._relay_interval)
 
     async def _idle(self) -> None:
         try:
