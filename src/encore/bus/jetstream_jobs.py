@@ -276,6 +276,9 @@ class JetStreamJobQueue(DatabaseJobQueue):
 
     async def ping(self) -> None:
         """Raise unless the bus answers and the JOBS stream exists."""
+        if self._client is not None and not self._client.is_connected:
+            # Reconnecting: say so now rather than after a request's timeout.
+            raise ConnectionError("the bus connection is down (reconnecting)")
         async with asyncio.timeout(PING_TIMEOUT):
             js = await self._jetstream(wait=PING_TIMEOUT)
             await js.stream_info(JOBS_STREAM)
