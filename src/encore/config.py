@@ -198,6 +198,15 @@ class Settings(BaseSettings):
             "whole batch allowed); more get 429."
         ),
     )
+    events_retention_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description=(
+            "Days the JetStream EVENTS stream keeps events (the lake keeps them for good); "
+            "consumers must never fall further behind than this."
+        ),
+    )
     events_consumer_batch: int = Field(
         1000, ge=1, le=100_000, description="Events the listening consumer applies per transaction."
     )

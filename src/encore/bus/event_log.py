@@ -53,6 +53,7 @@ class EventToAppend:
 
     user_id: uuid.UUID
     event_id: uuid.UUID
+    type: str
     received_at: datetime
     # The whole event as the consumers will read it (JSON object).
     body: bytes
@@ -354,5 +355,5 @@ async def open_event_log(
     if settings.bus_url:
         from encore.bus.jetstream_events import JetStreamEventLog
 
-        return await JetStreamEventLog.connect(settings)
+        return await JetStreamEventLog.connect(settings, session_factory)
     return DatabaseEventLog(session_factory)

@@ -190,6 +190,11 @@ class EventRateLimiter:
             )
         self._buckets[user_id] = (tokens - count, now)
 
+    def give_back(self, user_id: uuid.UUID, count: int) -> None:
+        """Return tokens of a batch that was not recorded (its retry pays again)."""
+        tokens, refilled_at = self._buckets.get(user_id, (self._capacity, time.monotonic()))
+        self._buckets[user_id] = (min(self._capacity, tokens + count), refilled_at)
+
 
 def _event_body(event: ListeningEvent, user_id: uuid.UUID, received_at: datetime) -> bytes:
     document = event.model_dump(mode="json", exclude_none=True)
@@ -210,17 +215,23 @@ async def record_events(
     batch = parse_event_batch(document, now=now)
     if rate_limiter is not None and batch.events:
         rate_limiter.take(user_id, len(batch.events))
-    result = await event_log.append(
-        [
-            EventToAppend(
-                user_id=user_id,
-                event_id=event.event_id,
-                received_at=now,
-                body=_event_body(event, user_id, now),
-            )
-            for event in batch.events
-        ]
-    )
+    try:
+        result = await event_log.append(
+            [
+                EventToAppend(
+                    user_id=user_id,
+                    event_id=event.event_id,
+                    type=event.type.value,
+                    received_at=now,
+                    body=_event_body(event, user_id, now),
+                )
+                for event in batch.events
+            ]
+        )
+    except BaseException:
+        if rate_limiter is not None and batch.events:
+            rate_limiter.give_back(user_id, len(batch.events))
+        raise
     return EventBatchResult(
         accepted=result.appended,
         duplicates=result.duplicates + batch.repeated,
@@ -238,6 +249,7 @@ async def record_server_events(
             EventToAppend(
                 user_id=user_id,
                 event_id=event.event_id,
+                type=event.type.value,
                 received_at=now,
                 body=_event_body(event, user_id, now),
             )
@@ -339,6 +351,12 @@ async def _newly_counted(
     db_session: AsyncSession, batch: Sequence[LoggedEvent]
 ) -> list[LoggedEvent]:
     """The events of the batch not applied before, now marked as applied."""
+    # A log may hand over the same event twice in one batch (a redelivery beside the
+    # original): keep the first.
+    unique: dict[tuple[uuid.UUID, uuid.UUID], LoggedEvent] = {}
+    for event in batch:
+        unique.setdefault((event.user_id, event.event_id), event)
+    batch = list(unique.values())
     insert = _insert_for(db_session)
     now = utcnow()
     inserted = await db_session.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -70,6 +70,7 @@ async def test_lake_has_every_event_once_in_hourly_partitions(app: FastAPI) -> N
     assert len(hours) == 2
     for event_id, _type, day, hour, _version, occurred_at, context in rows:
         assert context == "album"
+        assert isinstance(occurred_at, datetime)
         utc = occurred_at.astimezone(UTC)
         assert (str(day), int(str(hour))) == (utc.date().isoformat(), utc.hour), event_id
     partitions = sorted(p.relative_to(_lake_root(app)).parent for p in _lake_root(app).rglob("*"))
@@ -114,9 +115,7 @@ async def test_a_listening_consumer_that_dies_mid_batch_counts_exactly(app: Fast
         raise ConsumerCrash
 
     with pytest.raises(ConsumerCrash):
-        await resources.event_log.consume_once(
-            EventConsumer(LISTENING_CONSUMER, apply_then_die, 4)
-        )
+        await resources.event_log.consume_once(EventConsumer(LISTENING_CONSUMER, apply_then_die, 4))
     await drain_events(app)
     # Applied again after the crash: the crashed transaction left nothing behind.
     await drain_event_consumers(

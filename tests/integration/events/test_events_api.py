@@ -62,7 +62,7 @@ async def bob(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def _post(http: httpx.AsyncClient, events: list[dict[str, Any]]) -> httpx.Response:
+async def _post(http: httpx.AsyncClient, events: list[Any]) -> httpx.Response:
     return await http.post("/v1/events", json={"events": events})
 
 
@@ -155,7 +155,7 @@ async def test_each_invalid_event_is_listed_and_the_valid_ones_recorded(
     track = playable.track_ids[0]
     valid = play_end(track, at=now - timedelta(minutes=5))
     offline_old = play_end(track, at=now - timedelta(days=29), offline=True)
-    batch = [
+    batch: list[Any] = [
         valid,
         {**play_end(track), "user_id": str(uuid.uuid4())},  # the user comes from the token
         play_end(track, at=now + timedelta(minutes=10)),

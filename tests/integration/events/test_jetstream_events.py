@@ -1,0 +1,202 @@
+"""The event log on a real NATS JetStream: one node, and a 3-node R3 cluster losing a node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from encore.app import create_app
+from encore.bus.event_log import EventConsumer, LoggedEvent, drain_event_consumers
+from encore.bus.jetstream_events import JetStreamEventLog
+from encore.config import Settings
+from encore.db import utcnow
+from encore.events import service as events_service
+from encore.events.models import DailyTrackStats
+from encore.events.tasks import LISTENING_CONSUMER
+from tests.fixtures.events import drain_events, listening_session, play_end, seed_catalog
+from tests.fixtures.nats import NatsCluster, NatsServer
+from tests.fixtures.oauth import create_user, resources_of, user_token
+
+
+@contextlib.asynccontextmanager
+async def _started(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def js_app(settings: Settings, nats_server: NatsServer) -> AsyncIterator[FastAPI]:
+    """An app whose event log is a single JetStream node."""
+    async with _started(settings.model_copy(update={"bus_url": nats_server.url})) as application:
+        yield application
+
+
+async def _listener(app: FastAPI, username: str) -> httpx.AsyncClient:
+    await create_user(app, username)
+    token = await user_token(app, username, "events-write user-read")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    http.headers["Authorization"] = f"Bearer {token}"
+    return http
+
+
+async def _streams(app: FastAPI) -> int:
+    async with resources_of(app).session_factory() as db_session:
+        return int(await db_session.scalar(select(func.sum(DailyTrackStats.streams))) or 0)
+
+
+async def test_jetstream_log_counts_each_event_once(js_app: FastAPI) -> None:
+    assert isinstance(resources_of(js_app).event_log, JetStreamEventLog)
+    playable = await seed_catalog(js_app)
+    async with await _listener(js_app, "ivan") as ivan:
+        events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=1))
+        first = await ivan.post("/v1/events", json={"events": events})
+        assert first.json() == {"accepted": 12, "duplicates": 0, "rejected": []}
+        # A client retry inside the stream's duplicate window: JetStream drops every event.
+        again = await ivan.post("/v1/events", json={"events": events})
+        assert again.json() == {"accepted": 0, "duplicates": 12, "rejected": []}
+        assert await drain_events(js_app) > 0
+        assert await _streams(js_app) == 6
+        history = (await ivan.get("/v1/me/recently-played", params={"limit": 50})).json()
+        assert len(history["items"]) == 6
+        ready = await ivan.get("/readyz")
+        assert ready.status_code == 200
+
+
+async def test_a_redelivery_after_the_dedupe_window_still_counts_once(js_app: FastAPI) -> None:
+    playable = await seed_catalog(js_app, artists=1, tracks_per_artist=1)
+    resources = resources_of(js_app)
+    user = await create_user(js_app, "judy")
+    event = play_end(playable.track_ids[0], at=utcnow() - timedelta(minutes=1))
+    await events_service.record_events(
+        event_log=resources.event_log,
+        rate_limiter=None,
+        user_id=user.id,
+        document={"events": [event]},
+    )
+    log = resources.event_log
+    assert isinstance(log, JetStreamEventLog)
+    # The same event again under another message id: what the stream holds after its
+    # duplicate window has passed.
+    js = log._js
+    body = (await js.get_last_msg("EVENTS", "events.play_end")).data
+    assert body is not None
+    await js.publish("events.play_end", body, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+    applied = await drain_events(js_app)
+    assert applied == 4, applied  # two messages, each through both consumers
+    assert await _streams(js_app) == 1
+
+
+class ConsumerCrash(Exception):
+    """A consumer that dies after its effects and before its acknowledgement."""
+
+
+async def test_a_consumer_that_dies_mid_batch_gets_the_batch_again(js_app: FastAPI) -> None:
+    playable = await seed_catalog(js_app, artists=1, tracks_per_artist=3)
+    resources = resources_of(js_app)
+    user = await create_user(js_app, "ken")
+    events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=2))
+    await events_service.record_events(
+        event_log=resources.event_log,
+        rate_limiter=None,
+        user_id=user.id,
+        document={"events": events},
+    )
+
+    async def apply_then_die(batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
+        await events_service.apply_listening_events(batch, db_session)
+        raise ConsumerCrash
+
+    with pytest.raises(ConsumerCrash):
+        await resources.event_log.consume_once(EventConsumer(LISTENING_CONSUMER, apply_then_die, 4))
+    await drain_event_consumers(
+        resources.event_log,
+        [EventConsumer(LISTENING_CONSUMER, events_service.apply_listening_events, 4)],
+    )
+    assert await _streams(js_app) == 3
+
+
+async def _post_with_retries(http: httpx.AsyncClient, events: list[dict[str, Any]]) -> int:
+    """Send a batch until the server confirms it, as a client does; events newly recorded."""
+    accepted = 0
+    for _attempt in range(60):
+        try:
+            response = await http.post("/v1/events", json={"events": events})
+        except httpx.TransportError:
+            await asyncio.sleep(0.25)
+            continue
+        if response.status_code == 202:
+            body = response.json()
+            assert not body["rejected"]
+            return accepted + int(body["accepted"])
+        assert response.status_code == 503, response.text
+        await asyncio.sleep(0.25)
+    raise AssertionError("the batch was never confirmed")
+
+
+async def test_a_cluster_losing_a_node_under_load_loses_nothing(
+    settings: Settings, nats_cluster: NatsCluster
+) -> None:
+    cluster_settings = settings.model_copy(
+        update={
+            "bus_url": nats_cluster.url,
+            "bus_stream_replicas": 3,
+            "events_per_user_per_minute": 1_000_000,
+        }
+    )
+    async with _started(cluster_settings) as app:
+        playable = await seed_catalog(app, artists=2, tracks_per_artist=5)
+        clients = [await _listener(app, f"load{number}") for number in range(4)]
+        total_events = 20_000
+        batches: list[tuple[httpx.AsyncClient, list[dict[str, Any]]]] = []
+        start = utcnow() - timedelta(hours=6)
+        for number in range(total_events // 100):
+            batch = [
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "type": "play_start",
+                    "track_id": str(playable.track_ids[(number + index) % len(playable.track_ids)]),
+                    "occurred_at": (start + timedelta(seconds=number)).isoformat(),
+                }
+                for index in range(100)
+            ]
+            batches.append((clients[number % len(clients)], batch))
+        killed = asyncio.Event()
+
+        async def send(share: list[tuple[httpx.AsyncClient, list[dict[str, Any]]]]) -> int:
+            recorded = 0
+            for index, (http, batch) in enumerate(share):
+                if index == len(share) // 3 and not killed.is_set():
+                    killed.set()
+                    nats_cluster.kill(1)
+                recorded += await _post_with_retries(http, batch)
+            return recorded
+
+        shares = [batches[number::4] for number in range(4)]
+        recorded = sum(await asyncio.gather(*(send(share) for share in shares)))
+        assert killed.is_set()
+        assert recorded == total_events
+        # The consumers' leaders may still be moving off the killed node: drain until the
+        # counts settle, then check they are exact.
+        plays = 0
+        async with asyncio.timeout(120):
+            while True:
+                applied = await drain_events(app)
+                async with resources_of(app).session_factory() as db_session:
+                    plays = await db_session.scalar(select(func.sum(DailyTrackStats.plays))) or 0
+                if plays >= total_events and applied == 0:
+                    break
+                await asyncio.sleep(0.2)
+        assert plays == total_events
+        for http in clients:
+            await http.aclose()
