@@ -223,9 +223,12 @@ def worker(
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     from encore.bus import WorkerPool
+    from encore.bus.event_log import EventConsumerPool, open_event_log
     from encore.db import create_engine, create_session_factory
+    from encore.events.tasks import event_consumers
     from encore.observability import configure_logging
     from encore.problems import Problem
+    from encore.storage import open_blob_store
 
     settings = _settings()
     configure_logging(settings)
@@ -234,11 +237,20 @@ def worker(
         engine = create_engine(settings)
         try:
             await _require_migrated(engine)
+            session_factory = create_session_factory(engine)
+            store = open_blob_store(settings)
             pool = WorkerPool.from_settings(
                 settings=settings,
-                session_factory=create_session_factory(engine),
+                session_factory=session_factory,
+                store=store,
                 # ENCORE_WORKERS=0 means "no workers inside `encore serve`", not none here.
                 count=count or max(settings.workers, 1),
+            )
+            # The event log's consumers (counts, history, rollups, the lake) run here too.
+            event_log = await open_event_log(settings, session_factory)
+            consumers = EventConsumerPool(
+                event_log,
+                event_consumers(settings=settings, store=store, log_source=event_log.source),
             )
             stop = asyncio.Event()
 
@@ -254,14 +266,17 @@ def worker(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, on_signal)
             await pool.start()
+            await consumers.start()
             console.print(
                 f"encore worker: {len(pool.worker_ids)} workers running jobs of kinds "
-                f"{', '.join(pool.kinds) or '(none)'}"
+                f"{', '.join(pool.kinds) or '(none)'}, and the event consumers"
             )
             try:
                 await stop.wait()
             finally:
+                await consumers.stop()
                 await pool.stop()
+                await event_log.close()
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(signum)
         finally:
