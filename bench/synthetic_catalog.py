@@ -239,11 +239,13 @@ def generate_catalog(
             track_id = new_id()
             content_hash = f"{rng.getrandbits(256):064x}"
             status = rng.random()
+            track_title = _title(rng)
             catalog.tracks.append(
                 {
                     "id": track_id,
                     "album_id": album_id,
-                    "title": _title(rng),
+                    "title": track_title,
+                    "title_key": catalog_service.name_key(track_title),
                     "duration_ms": rng.randint(90_000, 420_000),
                     "disc_number": 1 + index // per_disc,
                     "track_number": 1 + index % per_disc,

@@ -29,9 +29,11 @@ from encore.document_cache import CachedDocumentMiddleware, DocumentCache
 from encore.events.router import router as events_router
 from encore.events.service import EventRateLimiter
 from encore.events.tasks import event_consumers
+from encore.library.router import router as library_router
 from encore.media.router import router as media_router
 from encore.observability import Metrics, RequestContextMiddleware, configure_logging
 from encore.problems import install_problem_handlers, problem_response
+from encore.search.router import router as search_router
 from encore.storage import BlobStore, open_blob_store
 from encore.streaming import service as streaming_service
 from encore.streaming.media_files import MediaFiles, MediaFilesMiddleware
@@ -176,6 +178,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog_router)
     app.include_router(media_router)
     app.include_router(streaming_router)
+    app.include_router(library_router)
+    app.include_router(search_router)
     app.include_router(events_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")

@@ -117,6 +117,8 @@ class Track(UUIDPrimaryKey, Timestamped, Base):
 
     album_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("albums.id", ondelete="CASCADE"))
     title: Mapped[str] = mapped_column(String(500))
+    # Lower-cased, accent-folded title: what search indexes (see encore.search).
+    title_key: Mapped[str] = mapped_column(String(500))
     duration_ms: Mapped[int] = mapped_column(Integer)
     disc_number: Mapped[int] = mapped_column(Integer, default=1)
     track_number: Mapped[int | None] = mapped_column(Integer)

@@ -1000,3 +1000,18 @@ async def get_stream_counts(
     else:
         raise ValueError(f"no stream counts for {kind}")
     return {row_id: int(count or 0) for row_id, count in (await db_session.execute(query)).all()}
+
+
+async def get_existing_ids(
+    *, db_session: AsyncSession, kind: str, ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these track, album or artist ids (kind names which) are in the catalog."""
+    if not ids:
+        return set()
+    models: dict[str, type[Track] | type[Album] | type[Artist]] = {
+        "track": Track,
+        "album": Album,
+        "artist": Artist,
+    }
+    model = models[kind]
+    return set((await db_session.scalars(select(model.id).where(model.id.in_(list(ids))))).all())

@@ -1,0 +1,1 @@
+"""Search: typo-tolerant, accent-insensitive search over the catalog and playlists."""

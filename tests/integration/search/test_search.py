@@ -1,0 +1,305 @@
+"""Search from the outside: the same examples on SQLite (FTS5) and PostgreSQL (pg_trgm)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import delete, insert, update
+
+from encore.catalog import service as catalog_service
+from encore.catalog.models import Album, AlbumType, Artist, Track, TrackArtist, TrackStatus
+from encore.db import new_id, utcnow
+from tests.fixtures.library import PROBLEM, SmallCatalog, add_releases, listener
+from tests.fixtures.oauth import asgi_client, resources_of
+
+RELEASES = [
+    ("The Beatles", "Abbey Road", ["Come Together", "Something", "Here Comes the Sun"]),
+    ("Nirvana", "Nevermind", ["Smells Like Teen Spirit", "Come as You Are"]),
+    ("Björk", "Homogenic", ["Jóga", "Bachelorette"]),
+    ("Motörhead", "Ace of Spades", ["Ace of Spades"]),
+    ("Radiohead", "OK Computer", ["Paranoid Android", "Karma Police"]),
+    ("Daft Punk", "Homework", ["Around the World", "Da Funk"]),
+    ("The Bee Gees", "Spirits Having Flown", ["Tragedy"]),
+    ("Nina Simone", "Pastel Blues", ["Sinnerman"]),
+    ("Radio Birdman", "Radios Appear", ["Aloha Steve and Danno"]),
+    ("Björn Again", "Live", ["Waterloo"]),
+]
+
+
+@pytest.fixture
+async def catalog(app: FastAPI) -> SmallCatalog:
+    """A handful of well-known releases with accents, articles and near-namesakes."""
+    return await add_releases(app, RELEASES)
+
+
+async def _search(client: httpx.AsyncClient, q: str, kinds: str, **params: Any) -> Any:
+    response = await client.get("/v1/search", params={"q": q, "type": kinds, **params})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _names(page: dict[str, Any]) -> list[str]:
+    return [item.get("name") or item.get("title") for item in page["items"]]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("beatels", "The Beatles"),
+        ("nirvna", "Nirvana"),
+        ("bjork", "Björk"),
+        ("BJÖRK", "Björk"),
+        ("motorhead", "Motörhead"),
+        ("radioh", "Radiohead"),
+        ("the beatles", "The Beatles"),
+        ("Radiohed", "Radiohead"),
+        ("daft", "Daft Punk"),
+    ],
+)
+async def test_artist_examples(
+    client: httpx.AsyncClient, catalog: SmallCatalog, query: str, expected: str
+) -> None:
+    results = await _search(client, query, "artist")
+    assert _names(results["artists"])[0] == expected, results
+    assert results["tracks"] is None and results["albums"] is None
+
+
+async def test_multi_word_queries_match_across_fields(
+    client: httpx.AsyncClient, catalog: SmallCatalog
+) -> None:
+    results = await _search(client, "daft punk around", "track,album,artist")
+    assert _names(results["tracks"])[0] == "Around the World"
+    assert results["tracks"]["items"][0]["artists"][0]["name"] == "Daft Punk"
+    assert _names(results["artists"]) == ["Daft Punk"] or results["artists"]["items"] == []
+    typo = await _search(client, "daft pnuk arond", "track")
+    assert _names(typo["tracks"])[0] == "Around the World"
+    album = await _search(client, "nevermnd nirvana", "album")
+    assert _names(album["albums"])[0] == "Nevermind"
+
+
+async def test_search_as_you_type(client: httpx.AsyncClient, catalog: SmallCatalog) -> None:
+    for typed in ["r", "ra", "rad", "radi", "radio", "radioh", "radiohe"]:
+        results = await _search(client, typed, "artist")
+        names = _names(results["artists"])
+        if len(typed) >= 2:
+            assert "Radiohead" in names, (typed, names)
+    exact = await _search(client, "radio birdman", "artist")
+    assert _names(exact["artists"])[0] == "Radio Birdman"
+
+
+async def test_relevance_then_popularity(
+    app: FastAPI, client: httpx.AsyncClient, catalog: SmallCatalog
+) -> None:
+    first = await _search(client, "come", "track")
+    assert set(_names(first["tracks"])[:2]) == {"Come Together", "Come as You Are"}
+    async with resources_of(app).session_factory() as db_session:
+        await db_session.execute(
+            update(Track)
+            .where(Track.id == catalog.tracks["Come as You Are"])
+            .values(stream_count=1000)
+        )
+        await db_session.commit()
+    ranked = await _search(client, "come", "track")
+    assert _names(ranked["tracks"])[:2] == ["Come as You Are", "Come Together"]
+    # Relevance still comes first: an exact title beats a popular near match.
+    exact = await _search(client, "come together", "track")
+    assert _names(exact["tracks"])[0] == "Come Together"
+
+
+async def test_pages_through_results_with_a_cursor(
+    client: httpx.AsyncClient, catalog: SmallCatalog
+) -> None:
+    first = await _search(client, "come", "track", limit=1)
+    assert len(first["tracks"]["items"]) == 1
+    cursor = first["tracks"]["next_cursor"]
+    assert cursor is not None
+    second = await _search(client, "come", "track", limit=1, cursor=cursor)
+    assert _names(second["tracks"]) != _names(first["tracks"])
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        '"',
+        "'",
+        '""""',
+        "AND",
+        "OR NOT",
+        "NEAR(a b)",
+        "title:beatles",
+        "{doc}: x",
+        "beat*",
+        "^the",
+        "%",
+        "_",
+        "%_%",
+        "\\",
+        "a\\%b",
+        "'; DROP TABLE tracks; --",
+        "🎸🥁",
+        "björk 🎵",
+        "nul\x00byte",
+        "\x01\x02\x7f",
+        " ",
+        "x" * 200,
+        "ab " * 60,
+        "( ) [ ] - + ~ * :",
+    ],
+)
+async def test_any_characters_are_safe(
+    client: httpx.AsyncClient, catalog: SmallCatalog, query: str
+) -> None:
+    response = await client.get("/v1/search", params={"q": query})
+    assert response.status_code == 200, response.text
+    assert set(response.json()) == {"tracks", "albums", "artists", "playlists"}
+
+
+async def test_accented_and_odd_names_are_found_by_their_characters(
+    client: httpx.AsyncClient, catalog: SmallCatalog
+) -> None:
+    joga = await _search(client, "joga", "track")
+    assert _names(joga["tracks"])[0] == "Jóga"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"q": ""},
+        {"q": "x" * 201},
+        {"q": "beatles", "type": "song"},
+        {"q": "beatles", "limit": 0},
+        {"q": "beatles", "limit": 51},
+        {"q": "beatles", "cursor": "garbage"},
+        {},
+    ],
+)
+async def test_bad_searches_are_problems(
+    client: httpx.AsyncClient, catalog: SmallCatalog, params: dict[str, Any]
+) -> None:
+    response = await client.get("/v1/search", params=params)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+
+
+async def test_search_needs_a_token(anonymous_client: httpx.AsyncClient) -> None:
+    response = await anonymous_client.get("/v1/search", params={"q": "beatles"})
+    assert response.status_code == 401
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain client."""
+    async with asgi_client(app) as client:
+        yield client
+
+
+async def test_playlists_public_ones_and_your_own(
+    app: FastAPI, http: httpx.AsyncClient, client: httpx.AsyncClient, catalog: SmallCatalog
+) -> None:
+    ada = await listener(app, "ada")
+    bob = await listener(app, "bob")
+    for name, public in [("Summer Hits", True), ("Summer Secrets", False)]:
+        created = await http.post(
+            "/v1/me/playlists", json={"name": name, "public": public}, headers=ada.headers
+        )
+        assert created.status_code == 201
+
+    async def found(headers: dict[str, str] | None) -> list[str]:
+        target = http if headers else client
+        response = await target.get(
+            "/v1/search", params={"q": "sumer", "type": "playlist"}, headers=headers or {}
+        )
+        return sorted(_names(response.json()["playlists"]))
+
+    assert await found(ada.headers) == ["Summer Hits", "Summer Secrets"]
+    assert await found(bob.headers) == ["Summer Hits"]
+    assert await found(None) == ["Summer Hits"]
+
+
+async def test_the_index_follows_catalog_writes_of_every_kind(
+    app: FastAPI, client: httpx.AsyncClient, catalog: SmallCatalog
+) -> None:
+    # A bulk Core insert (as the benchmarks' synthetic catalog does), bypassing the ORM.
+    artist_id, album_id, track_id = new_id(), new_id(), new_id()
+    now = utcnow()
+    async with resources_of(app).session_factory() as db_session:
+        await db_session.execute(
+            insert(Artist),
+            [
+                {
+                    "id": artist_id,
+                    "name": "Sigur Rós",
+                    "name_key": catalog_service.name_key("Sigur Rós"),
+                    "sort_name": "sigur ros",
+                    "created_at": now,
+                }
+            ],
+        )
+        await db_session.execute(
+            insert(Album),
+            [
+                {
+                    "id": album_id,
+                    "title": "Ágætis byrjun",
+                    "title_key": catalog_service.name_key("Ágætis byrjun"),
+                    "album_type": AlbumType.album,
+                    "created_at": now,
+                }
+            ],
+        )
+        await db_session.execute(
+            insert(Track),
+            [
+                {
+                    "id": track_id,
+                    "album_id": album_id,
+                    "title": "Svefn-g-englar",
+                    "title_key": catalog_service.name_key("Svefn-g-englar"),
+                    "duration_ms": 1000,
+                    "disc_number": 1,
+                    "explicit": False,
+                    "original_key": "originals/x.flac",
+                    "content_hash": uuid.uuid4().hex,
+                    "original_size": 1,
+                    "codec": "flac",
+                    "container": "flac",
+                    "sample_rate": 44_100,
+                    "channels": 2,
+                    "status": TrackStatus.ready,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            ],
+        )
+        await db_session.execute(
+            insert(TrackArtist),
+            [{"track_id": track_id, "artist_id": artist_id, "role": "primary", "position": 0}],
+        )
+        await db_session.commit()
+    results = await _search(client, "sigur ros svefn", "track")
+    assert _names(results["tracks"]) == ["Svefn-g-englar"]
+    assert _names((await _search(client, "agatis byrjun", "album"))["albums"]) == ["Ágætis byrjun"]
+
+    # Renames reach the documents of the artist, and of its tracks.
+    async with resources_of(app).session_factory() as db_session:
+        await db_session.execute(
+            update(Artist)
+            .where(Artist.id == artist_id)
+            .values(name="Jónsi", name_key=catalog_service.name_key("Jónsi"))
+        )
+        await db_session.commit()
+    assert _names((await _search(client, "jonsi", "artist"))["artists"]) == ["Jónsi"]
+    assert _names((await _search(client, "jonsi svefn", "track"))["tracks"]) == ["Svefn-g-englar"]
+    assert (await _search(client, "sigur ros svefn", "track"))["tracks"]["items"] == []
+
+    # Deleting the album takes its tracks out of search.
+    async with resources_of(app).session_factory() as db_session:
+        await db_session.execute(delete(Album).where(Album.id == album_id))
+        await db_session.commit()
+    assert (await _search(client, "svefn", "track"))["tracks"]["items"] == []
+    assert (await _search(client, "byrjun", "album"))["albums"]["items"] == []
