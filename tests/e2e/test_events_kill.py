@@ -27,7 +27,7 @@ from tests.e2e.test_serve import ENCORE, _free_port
 from tests.fixtures.events import drain_events, seed_catalog
 from tests.fixtures.oauth import create_user, resources_of, user_token
 
-BATCHES = 5
+BATCHES = 3
 EVENTS_PER_BATCH = 1000
 
 
@@ -144,7 +144,7 @@ async def test_kill_9_mid_batch_then_retry_records_every_event_once(
         for number, batch in enumerate(batches):
             sending = asyncio.create_task(_send_until_confirmed(http, batch))
             # Kill at a different moment of each batch: before, during and after its commit.
-            await asyncio.sleep(0.004 * number)
+            await asyncio.sleep(0.01 * number)
             await asyncio.to_thread(server.kill)
             await asyncio.to_thread(server.start)
             confirmed = await sending
