@@ -3,6 +3,7 @@ configured. Shared by the JetStream backends of the job queue and the event log.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import socket
@@ -36,6 +37,9 @@ RECONNECT_WAIT_SECONDS = 0.5
 
 CONNECT_TIMEOUT_SECONDS = 2
 """How long one attempt to reach one server may take."""
+
+STREAM_LEADER_WAIT_SECONDS = 10.0
+"""How long ensure_stream waits for a new replicated stream to elect its leader."""
 
 _STREAM_NAME_IN_USE = 10058
 
@@ -136,6 +140,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
                     continue  # another process created it a moment ago: compare with theirs
                 raise
             logger.info("bus_stream_created", stream=config.name)
+            await _wait_for_stream_leader(js, config.name)
             return
         changed = _differences(config, info.config)
         if changed:
@@ -143,6 +148,18 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
             logger.info("bus_stream_updated", stream=config.name, fields=changed)
         return
     raise RuntimeError(f"stream {config.name} kept changing while it was being set up")
+
+
+async def _wait_for_stream_leader(js: JetStreamContext, name: str) -> None:
+    # A replicated stream takes a moment to elect its leader after creation; until then a
+    # publish finds no responder. Waiting here spares every first publisher a retry.
+    deadline = asyncio.get_running_loop().time() + STREAM_LEADER_WAIT_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        info = await js.stream_info(name)
+        if info.cluster is None or info.cluster.leader:
+            return
+        await asyncio.sleep(0.05)
+    logger.warning("bus_stream_leaderless", stream=name, waited=STREAM_LEADER_WAIT_SECONDS)
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import textwrap
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from encore.bus import (
     DatabaseJobQueue,
+    Job,
     JobContext,
     JobHandler,
     JobState,
@@ -38,9 +39,9 @@ from encore.bus import (
 )
 from encore.bus.jetstream_jobs import JOBS_STREAM, JetStreamJobQueue
 from encore.bus.jobs import take_announcements
-from encore.config import Settings
+from encore.config import Settings, load_settings
 from encore.db import create_engine, create_session_factory, utcnow
-from tests.fixtures.nats import NatsServer
+from tests.fixtures.nats import NatsCluster, NatsServer
 from tests.fixtures.oauth import asgi_client
 
 KIND = "test.work"
@@ -81,6 +82,8 @@ async def queue(
         backoff=quick_backoff,
     )
     await jobs.open()
+    # Connected, with the JOBS stream in place, before the test looks at it.
+    await jobs.ping()
     try:
         yield jobs
     finally:
@@ -275,31 +278,25 @@ async def test_a_failed_try_is_retried_after_its_back_off(
     session_factory: async_sessionmaker[AsyncSession],
     queue: JetStreamJobQueue,
 ) -> None:
-    tries: list[tuple[int, float]] = []
+    tries: list[tuple[Job, datetime]] = []
 
     async def flaky(payload: dict[str, Any], context: JobContext) -> None:
-        tries.append((context.job.attempts, time.monotonic()))
+        tries.append((context.job, utcnow()))
         if len(tries) == 1:
             raise ValueError("the store blinked")
 
     job_id = await queue.enqueue(kind=KIND, payload={})
     async with worker_pool(bus_settings, session_factory, queue, flaky):
-
-        async def failed_once() -> bool:
-            job = await queue.get_job(job_id)
-            return job is not None and job.state is JobState.queued and job.attempts == 1
-
-        await eventually(failed_once)
-        failed = await queue.get_job(job_id)
-        assert failed is not None and failed.last_error is not None
-        assert failed.last_error.startswith("ValueError: the store blinked")
-        back_off = failed.run_after - failed.updated_at
-        assert timedelta(seconds=0.1) <= back_off <= timedelta(seconds=0.2)
         await eventually(lambda: in_state(queue, job_id, JobState.done))
 
-    assert [attempt for attempt, _ in tries] == [1, 2]
-    # The NAK's delay held the message back for the whole back-off.
-    assert tries[1][1] - tries[0][1] >= back_off.total_seconds()
+    (first, first_started), (retry, retry_started) = tries
+    assert (first.attempts, retry.attempts) == (1, 2)
+    # The retry's claim kept what the failure recorded: the error and the back-off's end.
+    assert retry.last_error is not None
+    assert retry.last_error.startswith("ValueError: the store blinked")
+    assert retry.run_after - first_started >= timedelta(seconds=0.1)
+    # The NAK's delay held the message back until then.
+    assert retry_started >= retry.run_after
 
 
 async def test_after_max_attempts_the_job_is_dead_and_a_requeue_publishes_it_again(
@@ -436,7 +433,6 @@ _KILLED_WORKER = textwrap.dedent(
     """
     import asyncio, os, sys
     from datetime import timedelta
-from functools import partial
 
     from encore.bus import WorkerPool
     from encore.bus.jetstream_jobs import JetStreamJobQueue
@@ -503,7 +499,8 @@ async def test_a_worker_process_killed_mid_job_leaves_it_to_another_after_the_ac
             await eventually(claimed_by_the_process, timeout=30)
         finally:
             # kill -9: no release, no NAK, no more in_progress().
-            worker.kill()
+            if worker.returncode is None:
+                worker.kill()
             await worker.wait()
 
     lost = await queue.get_job(job_id)
@@ -540,7 +537,7 @@ async def test_readyz_reports_the_bus(
 
         await eventually(ready)
         body = (await http.get("/readyz")).json()
-        assert body["checks"] == {"database": "ok", "storage": "ok", "bus": "ok"}
+        assert body["checks"]["bus"] == "ok"
 
         nats_server.kill()
         response = await http.get("/readyz")
@@ -549,3 +546,61 @@ async def test_readyz_reports_the_bus(
 
         nats_server.restart()
         await eventually(ready)
+
+
+# ---------------------------------------------------------------------------------------------
+# A three-node cluster
+
+
+async def test_jobs_keep_running_when_a_node_of_a_three_replica_cluster_dies(
+    nats_cluster: NatsCluster, sqlite_template: Path, tmp_path: Path
+) -> None:
+    database = tmp_path / "encore.db"
+    shutil.copyfile(sqlite_template, database)
+    settings = load_settings(
+        database_url=f"sqlite+aiosqlite:///{database}",
+        storage_url=f"file://{tmp_path / 'media'}",
+        secret_key_file=str(tmp_path / "secret.key"),
+        log_level="warning",
+        workers=0,
+        bus_url=nats_cluster.url,
+        bus_stream_replicas=3,
+    )
+    engine = create_engine(settings)
+    factory = create_session_factory(engine)
+    queue = JetStreamJobQueue(factory, settings=settings, ack_wait=ACK_WAIT, backoff=quick_backoff)
+    ran: list[Any] = []
+
+    async def record(payload: dict[str, Any], context: JobContext) -> None:
+        ran.append(context.job.id)
+
+    pool = WorkerPool(
+        queue=queue,
+        handlers={KIND: record},
+        count=3,
+        lease=ACK_WAIT,
+        settings=settings,
+        session_factory=factory,
+        poll_interval=0.05,
+        # Jobs whose publish fails while the cluster re-elects are relayed within the test.
+        relay_interval=0.5,
+    )
+    try:
+        async with pool:
+            before = [await queue.enqueue(kind=KIND, payload={"n": n}) for n in range(20)]
+
+            async def done(count: int) -> bool:
+                return (await queue.job_counts_by_state())[JobState.done] >= count
+
+            await eventually(partial(done, 5))
+            nats_cluster.kill(0)
+            during = await asyncio.gather(
+                *(queue.enqueue(kind=KIND, payload={"n": n}) for n in range(20, 30))
+            )
+            await eventually(partial(done, 30), timeout=45)
+            nats_cluster.restart(0)
+    finally:
+        await queue.close()
+        await engine.dispose()
+
+    assert Counter(ran) == Counter(before + during)
