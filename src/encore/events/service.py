@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from cachetools import TTLCache
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -64,6 +64,9 @@ COUNTED_EVENT_RETENTION = timedelta(days=14)
 """How long applied event ids are kept to recognise redeliveries (far beyond any redelivery)."""
 
 RECENTLY_PLAYED_MAX_LIMIT = 50
+
+_EVENT_LIST = TypeAdapter(list[ListeningEvent])
+_EVENT_SERIALIZER = ListeningEvent.__pydantic_serializer__
 
 
 # --- ingest ------------------------------------------------------------------------------
@@ -136,10 +139,16 @@ def parse_event_batch(document: Any, *, now: datetime) -> ValidatedBatch:
     rejected: list[RejectedEvent] = []
     seen: set[uuid.UUID] = set()
     repeated = 0
+    try:
+        # One call for the whole batch when every event is well formed (the common case);
+        # event by event only to name the ones that are not.
+        parsed: list[ListeningEvent | None] = list(_EVENT_LIST.validate_python(raw_events))
+    except ValidationError:
+        parsed = [None] * len(raw_events)
     for index, raw in enumerate(raw_events):
         raw_id = raw.get("event_id") if isinstance(raw, dict) else None
         try:
-            event = ListeningEvent.model_validate(raw)
+            event = parsed[index] or ListeningEvent.model_validate(raw)
         except ValidationError as error:
             rejected.append(
                 RejectedEvent(
@@ -197,10 +206,11 @@ class EventRateLimiter:
 
 
 def _event_body(event: ListeningEvent, user_id: uuid.UUID, received_at: datetime) -> bytes:
-    document = event.model_dump(mode="json", exclude_none=True)
-    document["user_id"] = str(user_id)
-    document["received_at"] = received_at.isoformat()
-    return orjson.dumps(document)
+    # pydantic's own JSON serializer, then the server's fields spliced in front: this runs
+    # for every event ingested, and a dict round trip through orjson costs twice as much.
+    client_fields = _EVENT_SERIALIZER.to_json(event, exclude_none=True)
+    server_fields = orjson.dumps({"user_id": str(user_id), "received_at": received_at.isoformat()})
+    return server_fields[:-1] + b"," + client_fields[1:]
 
 
 async def record_events(
