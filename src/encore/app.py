@@ -198,6 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ]
         if resources.settings.bus_url:
             probes.append(("bus", request.app.state.job_queue.ping()))
+            probes.append(("event_log", resources.event_log.ping()))
         for name, probe in probes:
             try:
                 await probe
