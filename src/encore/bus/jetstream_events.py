@@ -64,6 +64,9 @@ FETCH_WAIT_SECONDS = 0.5
 
 CONNECT_TIMEOUT_SECONDS = 30.0
 
+REDELIVERY_DELAY_CAP_SECONDS = 60.0
+"""The longest a failed batch waits before it is delivered again."""
+
 
 class EventLogUnavailable(Problem):
     """The event log did not acknowledge the batch in time: nothing is promised, retry."""
@@ -219,9 +222,12 @@ class JetStreamEventLog:
             async with self._session_factory() as session, session.begin():
                 await consumer.handler(batch, session)
         except BaseException:
-            # Hand the batch back at once (not after ack_wait), first message first.
+            # Hand the batch back now rather than after ack_wait, first message first, after
+            # a back-off that grows with each delivery (a failing batch must not spin).
+            deliveries = messages[0].metadata.num_delivered or 1
+            delay = min(REDELIVERY_DELAY_CAP_SECONDS, 0.5 * 2 ** (deliveries - 1))
             for message in messages:
-                await message.nak()
+                await message.nak(delay=delay)
             raise
         await messages[-1].ack_sync(timeout=PUBLISH_TIMEOUT_SECONDS)
         return len(batch)
