@@ -1,0 +1,1 @@
+"""Insights: artist statistics, the analytics team's API, SQL over the lake, royalties, charts."""

@@ -1,0 +1,1 @@
+"""Recommendations: training from listening, serving, radio and generated mixes."""
