@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
+from encore.analytics.router import router as analytics_router
 from encore.auth.dependencies import bearer_token
 from encore.auth.oauth_router import router as oauth_router
 from encore.auth.router import router as accounts_router
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(library_router)
     app.include_router(search_router)
     app.include_router(events_router)
+    app.include_router(analytics_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

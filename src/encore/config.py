@@ -222,6 +222,19 @@ class Settings(BaseSettings):
             "(fewer, larger files; the lake lags the log by at most this)."
         ),
     )
+    analytics_query_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Longest a query over the lake may run (SQL endpoint, engagement) before 422.",
+    )
+    analytics_query_max_rows: int = Field(
+        100_000, ge=1, le=10_000_000, description="Most rows an analyst's SQL query may return."
+    )
+    analytics_lake_cache_dir: str = Field(
+        "./var/lake-cache",
+        description="Where lake files of an S3 store are copied for DuckDB (file:// reads in place).",
+    )
     upload_max_bytes: int = Field(
         500 * 1024 * 1024,
         ge=1024,

@@ -1015,3 +1015,40 @@ async def get_existing_ids(
     }
     model = models[kind]
     return set((await db_session.scalars(select(model.id).where(model.id.in_(list(ids))))).all())
+
+
+async def list_primary_track_ids(
+    *, db_session: AsyncSession, artist_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """Ids of the tracks on which the artist is a primary artist."""
+    return list(
+        (
+            await db_session.scalars(
+                select(TrackArtist.track_id).where(
+                    TrackArtist.artist_id == artist_id, TrackArtist.role == CreditRole.primary
+                )
+            )
+        ).all()
+    )
+
+
+async def tracks_in_genre(
+    *, db_session: AsyncSession, genre: str, track_ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these tracks are tagged with the genre (by name, case and accents ignored)."""
+    if not track_ids:
+        return set()
+    rows = await db_session.scalars(
+        select(TrackGenre.track_id)
+        .join(Genre, Genre.id == TrackGenre.genre_id)
+        .where(Genre.name_key == name_key(genre), TrackGenre.track_id.in_(list(track_ids)))
+    )
+    return set(rows.all())
+
+
+async def find_artist_id_by_name(*, db_session: AsyncSession, name: str) -> uuid.UUID | None:
+    """The id of the artist with this name (accent and case ignored), or None."""
+    found: uuid.UUID | None = await db_session.scalar(
+        select(Artist.id).where(Artist.name_key == name_key(name)).order_by(Artist.id).limit(1)
+    )
+    return found

@@ -1,0 +1,495 @@
+"""Figures that need single events, and the analysts' own SQL: DuckDB over the Parquet lake.
+
+DuckDB runs in a worker thread (never on the event loop), on a fresh in-memory connection per
+query that sees the lake as one view, `events`. The connection is sandboxed before any
+caller's SQL runs: external access off except for the lake's directory, extensions neither
+installed nor loaded automatically, configuration locked, UTC, bounded memory and threads.
+Only a single SELECT is accepted (COPY, ATTACH, INSTALL, CREATE, SET... are refused before
+they run), a timer interrupts a query past its time limit, and results stop at a row cap.
+
+A file:// store's lake is read where it lies; an S3 store's lake files are copied once into
+a local cache directory (DuckDB's httpfs would be an extension, and extensions stay off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from encore.analytics.schemas import Cohort, CohortPeriod, CohortWeek, Retention
+from encore.events.lake import EVENT_LAKE_SCHEMA, LAKE_EVENTS_PREFIX, PARQUET_CONTENT_TYPE
+from encore.problems import Forbidden, InvalidInput
+from encore.storage import BlobStore
+
+PLAY_TYPES = ("play_start", "play_progress", "play_end", "skip")
+"""Events that show an account listening: they make it active on a day."""
+SESSION_GAP_MINUTES = 30
+"""Inactivity that ends a session (the queries below spell it out as INTERVAL 30 MINUTE)."""
+MAX_RETENTION_COHORTS = 104
+
+RESULT_FORMATS = {
+    "application/json": "json",
+    "text/csv": "csv",
+    PARQUET_CONTENT_TYPE: "parquet",
+}
+
+_T = TypeVar("_T")
+
+
+class QueryRefused(Forbidden):
+    """The SQL asks for something the sandbox does not allow (403)."""
+
+    slug = "query-not-allowed"
+    title = "Query not allowed"
+
+
+class QueryFailed(InvalidInput):
+    """The SQL does not parse or bind, or fails while running (422)."""
+
+    slug = "query-error"
+    title = "Query failed"
+
+
+class QueryTimeout(InvalidInput):
+    """The query ran past the time limit and was interrupted (422)."""
+
+    slug = "query-timeout"
+    title = "Query took too long"
+
+
+class QueryResultTooLarge(InvalidInput):
+    """The result has more rows than the cap (422)."""
+
+    slug = "query-result-too-large"
+    title = "Query result too large"
+
+
+@dataclass(frozen=True)
+class LakeLimits:
+    """How long a lake query may run, how many rows it may return, and DuckDB's budget."""
+
+    timeout_seconds: float
+    max_rows: int
+    memory_limit: str = "1GB"
+    threads: int = 2
+
+
+# ------------------------------------------------------------------------------------------
+# Where the lake files are
+
+
+def _partition_date(key: str) -> date | None:
+    for part in key.split("/"):
+        if part.startswith("date="):
+            try:
+                return date.fromisoformat(part.removeprefix("date="))
+            except ValueError:
+                return None
+    return None
+
+
+async def lake_directory(
+    *, store: BlobStore, cache_dir: Path, from_date: date | None = None, to_date: date | None = None
+) -> Path:
+    """A local directory holding the lake's files (those of the dates asked for, at least)."""
+    local = store.local_path(LAKE_EVENTS_PREFIX)
+    if local is not None:
+        return local
+    root = cache_dir / LAKE_EVENTS_PREFIX
+    async for blob in store.list(LAKE_EVENTS_PREFIX):
+        if not blob.key.endswith(".parquet"):
+            continue
+        day = _partition_date(blob.key)
+        if day is None or (from_date and day < from_date) or (to_date and day > to_date):
+            continue
+        target = cache_dir / blob.key
+        # Parts are rewritten only whole and with the same events, so size tells a stale copy.
+        if target.exists() and target.stat().st_size == blob.size:
+            continue
+        data = await store.get(blob.key)
+        await asyncio.to_thread(_write_atomically, target, data)
+    return root
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+    staging.write_bytes(data)
+    staging.replace(target)
+
+
+# ------------------------------------------------------------------------------------------
+# The sandboxed connection
+
+
+def _empty_events() -> pa.Table:
+    schema = EVENT_LAKE_SCHEMA.append(pa.field("date", pa.date32())).append(
+        pa.field("hour", pa.int32())
+    )
+    return schema.empty_table()
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def open_sandbox(lake: Path, limits: LakeLimits) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that sees the lake as the view `events`, and nothing else."""
+    connection = duckdb.connect(
+        ":memory:",
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "threads": limits.threads,
+            "memory_limit": limits.memory_limit,
+        },
+    )
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        if any(lake.glob("date=*/hour=*/*.parquet")):
+            pattern = _sql_path(lake / "**" / "*.parquet")
+            options = "hive_partitioning = true, union_by_name = true, " + (
+                "hive_types = {'date': DATE, 'hour': INTEGER}"
+            )
+            connection.execute(
+                f"CREATE VIEW events AS SELECT * FROM read_parquet('{pattern}', {options})"  # noqa: S608
+            )
+            allowed = [f"{lake.resolve()}/"]
+        else:
+            empty = _empty_events()  # noqa: F841 (DuckDB reads the local by its name)
+            connection.execute("CREATE TABLE events AS SELECT * FROM empty")
+            allowed = []
+        # The view reads its files when queried, so the lake's directory stays readable;
+        # everything else on the machine, and the network, does not.
+        connection.execute("SET allowed_directories = $dirs", {"dirs": allowed})
+        connection.execute("SET enable_external_access = false")
+        connection.execute("SET allow_community_extensions = false")
+        connection.execute("SET lock_configuration = true")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _with_time_limit(
+    connection: duckdb.DuckDBPyConnection, seconds: float, work: Callable[[], _T]
+) -> _T:
+    timer = threading.Timer(seconds, connection.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        return work()
+    except duckdb.InterruptException:
+        raise QueryTimeout(
+            f"the query ran longer than {seconds:g} s and was stopped; narrow it "
+            "(fewer days, an aggregate) and try again"
+        ) from None
+    finally:
+        timer.cancel()
+
+
+def _only_select(connection: duckdb.DuckDBPyConnection, sql: str) -> str:
+    try:
+        statements = connection.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryFailed(str(exc)) from None
+    if len(statements) != 1:
+        raise QueryRefused(f"send exactly one statement, not {len(statements)}")
+    statement = statements[0]
+    if statement.type != duckdb.StatementType.SELECT:
+        kind = str(statement.type).rsplit(".", 1)[-1]
+        raise QueryRefused(
+            f"only SELECT queries over the lake's views are allowed, not {kind}: no writes, "
+            "no files, no ATTACH, no extensions, no settings"
+        )
+    query: str = statement.query
+    return query
+
+
+def run_sandboxed_query(lake: Path, sql: str, limits: LakeLimits) -> pa.Table:
+    """Run one analyst SELECT in the sandbox; at most `limits.max_rows` rows (blocking)."""
+    connection = open_sandbox(lake, limits)
+    try:
+        query = _only_select(connection, sql)
+
+        def fetch() -> pa.Table:
+            reader = connection.sql(query).to_arrow_reader(10_000)
+            batches: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in reader:
+                batches.append(batch)
+                rows += batch.num_rows
+                if rows > limits.max_rows:
+                    raise QueryResultTooLarge(
+                        f"the result has more than {limits.max_rows} rows; aggregate or add a LIMIT"
+                    )
+            return pa.Table.from_batches(batches, schema=reader.schema)
+
+        try:
+            return _with_time_limit(connection, limits.timeout_seconds, fetch)
+        except duckdb.PermissionException as exc:
+            raise QueryRefused(
+                f"{_first_line(exc)} (file, network and extension access is disabled)"
+            ) from None
+        except duckdb.Error as exc:
+            raise QueryFailed(_first_line(exc)) from None
+    finally:
+        connection.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def encode_result(table: pa.Table, result_format: str) -> bytes:
+    """The result as JSON (`{"columns", "rows"}`), CSV with a header, or Parquet."""
+    if result_format == "csv":
+        sink = io.BytesIO()
+        pa_csv.write_csv(table, sink)
+        return sink.getvalue()
+    if result_format == "parquet":
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        return sink.getvalue()
+    columns = table.column_names
+    rows = [list(row.values()) for row in table.to_pylist()]
+    return orjson.dumps(
+        {
+            "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+            "rows": rows,
+            "row_count": table.num_rows,
+        }
+        if columns
+        else {"columns": [], "rows": [], "row_count": 0},
+        default=_json_default,
+        option=orjson.OPT_NON_STR_KEYS,
+    )
+
+
+async def query_lake(
+    *, store: BlobStore, cache_dir: Path, sql: str, limits: LakeLimits
+) -> pa.Table:
+    """An analyst's SELECT over the lake, run in a worker thread inside the sandbox."""
+    lake = await lake_directory(store=store, cache_dir=cache_dir)
+    return await asyncio.to_thread(run_sandboxed_query, lake, sql, limits)
+
+
+# ------------------------------------------------------------------------------------------
+# Engagement and retention
+
+
+@dataclass(frozen=True)
+class DailyActivity:
+    """One day's active accounts and sessions, from the lake."""
+
+    dau: int
+    wau: int
+    mau: int
+    new_listeners: int
+    sessions: int
+    session_seconds: float
+
+
+@dataclass(frozen=True)
+class ActivityReport:
+    """Per-day activity and the window's totals."""
+
+    days: dict[date, DailyActivity]
+    listeners: int
+    sessions: int
+    session_seconds: float
+
+
+# Each account counts in WAU (MAU) on the days from one of its active days up to 6 (29) days
+# later, or until its next active day: these spans never overlap for one account, so a range
+# join counts them without DISTINCT, in rows proportional to the answer.
+_ACTIVITY_SQL = """
+WITH plays AS (
+    SELECT user_id, "date" AS day, occurred_at,
+           CASE WHEN type IN ('play_end', 'skip') AND ms_played IS NOT NULL
+                THEN occurred_at - to_milliseconds(ms_played) ELSE occurred_at END AS started_at
+    FROM events
+    WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip')
+      AND "date" BETWEEN $lookback AND $last
+),
+active AS (SELECT DISTINCT user_id, day FROM plays),
+spans AS (
+    SELECT day, lead(day) OVER (PARTITION BY user_id ORDER BY day) AS next_day FROM active
+),
+days AS (
+    SELECT CAST(range AS DATE) AS day
+    FROM range(CAST($first AS DATE), CAST($last AS DATE) + 1, INTERVAL 1 DAY)
+),
+dau AS (SELECT day, count(*) AS n FROM active WHERE day >= $first GROUP BY day),
+wau AS (
+    SELECT d.day, count(*) AS n FROM days d JOIN spans s
+      ON s.day <= d.day AND d.day < least(s.day + 7, coalesce(s.next_day, s.day + 7))
+    GROUP BY d.day
+),
+mau AS (
+    SELECT d.day, count(*) AS n FROM days d JOIN spans s
+      ON s.day <= d.day AND d.day < least(s.day + 30, coalesce(s.next_day, s.day + 30))
+    GROUP BY d.day
+),
+window_plays AS (SELECT * FROM plays WHERE day >= $first),
+ordered AS (
+    SELECT user_id, started_at, occurred_at,
+           max(occurred_at) OVER (
+               PARTITION BY user_id ORDER BY started_at, occurred_at
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+           ) AS previous_end
+    FROM window_plays
+),
+numbered AS (
+    SELECT user_id, started_at, occurred_at,
+           sum(CASE WHEN previous_end IS NULL
+                      OR started_at > previous_end + INTERVAL 30 MINUTE
+                    THEN 1 ELSE 0 END)
+               OVER (PARTITION BY user_id ORDER BY started_at, occurred_at
+                     ROWS UNBOUNDED PRECEDING) AS session_number
+    FROM ordered
+),
+sessions AS (
+    SELECT CAST(min(occurred_at) AS DATE) AS day,
+           epoch(max(occurred_at) - min(started_at)) AS seconds
+    FROM numbered GROUP BY user_id, session_number
+),
+session_days AS (
+    SELECT day, count(*) AS n, sum(seconds) AS seconds FROM sessions GROUP BY day
+)
+SELECT d.day, coalesce(dau.n, 0), coalesce(wau.n, 0), coalesce(mau.n, 0),
+       coalesce(session_days.n, 0), coalesce(session_days.seconds, 0)
+FROM days d
+LEFT JOIN dau USING (day) LEFT JOIN wau USING (day) LEFT JOIN mau USING (day)
+LEFT JOIN session_days USING (day)
+ORDER BY d.day
+"""
+
+_NEW_LISTENERS_SQL = """
+WITH firsts AS (
+    SELECT user_id, min("date") AS day FROM events
+    WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip') GROUP BY user_id
+)
+SELECT day, count(*) FROM firsts WHERE day BETWEEN $first AND $last GROUP BY day
+"""
+
+_WINDOW_TOTALS_SQL = """
+SELECT count(DISTINCT user_id) FROM events
+WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip')
+  AND "date" BETWEEN $first AND $last
+"""
+
+
+def _activity(lake: Path, first: date, last: date, limits: LakeLimits) -> ActivityReport:
+    connection = open_sandbox(lake, limits)
+    try:
+
+        def work() -> ActivityReport:
+            window = {"first": first, "last": last}
+            rows = connection.execute(
+                _ACTIVITY_SQL, {**window, "lookback": first - timedelta(days=29)}
+            ).fetchall()
+            new = dict(connection.execute(_NEW_LISTENERS_SQL, window).fetchall())
+            listeners = connection.execute(_WINDOW_TOTALS_SQL, window).fetchone()
+            days = {
+                day: DailyActivity(
+                    dau=int(dau),
+                    wau=int(wau),
+                    mau=int(mau),
+                    new_listeners=int(new.get(day, 0)),
+                    sessions=int(sessions),
+                    session_seconds=float(seconds),
+                )
+                for day, dau, wau, mau, sessions, seconds in rows
+            }
+            return ActivityReport(
+                days=days,
+                listeners=int(listeners[0]) if listeners else 0,
+                sessions=sum(d.sessions for d in days.values()),
+                session_seconds=sum(d.session_seconds for d in days.values()),
+            )
+
+        return _with_time_limit(connection, limits.timeout_seconds, work)
+    finally:
+        connection.close()
+
+
+async def daily_activity(
+    *, store: BlobStore, cache_dir: Path, first: date, last: date, limits: LakeLimits
+) -> ActivityReport:
+    """Active accounts (DAU/WAU/MAU), first-time listeners and sessions per day, from the lake."""
+    # New listeners need every account's first day, so the whole lake is mirrored.
+    lake = await lake_directory(store=store, cache_dir=cache_dir, to_date=last)
+    return await asyncio.to_thread(_activity, lake, first, last, limits)
+
+
+_RETENTION_SQL = """
+WITH active AS (
+    SELECT DISTINCT user_id, CAST(date_trunc($unit, "date") AS DATE) AS period
+    FROM events WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip')
+),
+firsts AS (SELECT user_id, min(period) AS cohort FROM active GROUP BY user_id)
+SELECT f.cohort, datediff($unit, f.cohort, a.period) AS offset_periods, count(*)
+FROM active a JOIN firsts f USING (user_id)
+GROUP BY ALL ORDER BY 1, 2
+"""
+
+
+def _retention(lake: Path, period: CohortPeriod, cohorts: int, limits: LakeLimits) -> Retention:
+    connection = open_sandbox(lake, limits)
+    try:
+        rows = _with_time_limit(
+            connection,
+            limits.timeout_seconds,
+            lambda: connection.execute(_RETENTION_SQL, {"unit": period.value}).fetchall(),
+        )
+    finally:
+        connection.close()
+    table: dict[date, dict[int, int]] = {}
+    for cohort, offset, count in rows:
+        table.setdefault(cohort, {})[int(offset)] = int(count)
+    kept = sorted(table)[-cohorts:]
+    answer = []
+    for cohort in kept:
+        size = table[cohort].get(0, 0)
+        last_offset = max(table[cohort])
+        answer.append(
+            Cohort(
+                start=cohort,
+                size=size,
+                retention=[
+                    CohortWeek(
+                        offset=offset,
+                        active=table[cohort].get(offset, 0),
+                        rate=table[cohort].get(offset, 0) / size if size else 0.0,
+                    )
+                    for offset in range(last_offset + 1)
+                ],
+            )
+        )
+    return Retention(cohort=period, cohorts=answer)
+
+
+async def retention(
+    *, store: BlobStore, cache_dir: Path, period: CohortPeriod, cohorts: int, limits: LakeLimits
+) -> Retention:
+    """Cohorts by the period of each account's first play; the share active in later periods."""
+    lake = await lake_directory(store=store, cache_dir=cache_dir)
+    return await asyncio.to_thread(_retention, lake, period, cohorts, limits)
