@@ -765,19 +765,6 @@ async def remove_tracks(
     return snapshot_id(playlist.version)
 
 
-def reordered(
-    items: Sequence[Any], range_start: int, range_length: int, insert_before: int
-) -> list[Any]:
-    """The list after moving items[range_start : range_start + range_length] before
-    items[insert_before] (positions as before the move), as Spotify's reorder does."""
-    moved = list(items[range_start : range_start + range_length])
-    if range_start <= insert_before <= range_start + range_length:
-        return list(items)
-    rest = list(items[:range_start]) + list(items[range_start + range_length :])
-    at = insert_before if insert_before < range_start else insert_before - range_length
-    return rest[:at] + moved + rest[at:]
-
-
 async def reorder_tracks(
     *,
     db_session: AsyncSession,
@@ -788,7 +775,7 @@ async def reorder_tracks(
     insert_before: int,
     if_match: str | None,
 ) -> str:
-    """Move a range of items before another position (see `reordered`); the new snapshot."""
+    """Move a range of items before another position, as Spotify's reorder; the new snapshot."""
     playlist = await _begin_edit(
         db_session, playlist_id=playlist_id, user_id=user_id, if_match=if_match, owner_only=False
     )

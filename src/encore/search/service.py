@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from rapidfuzz.distance import OSA
 from rapidfuzz.process import cdist
 from sqlalchemy import Text, Uuid, bindparam, text
@@ -37,10 +38,14 @@ MAX_WORD_CHARS = 40
 # Documents read per kind and query: enough for every realistic match of a selective query;
 # a very broad one ("the") is ranked among the first this many matches.
 CANDIDATE_LIMIT = 300
-# Fewer exact-prefix candidates than this, and the typo-tolerant probes run too.
-EXACT_ENOUGH = 20
 # Words shorter than this are matched exactly: one edit in three letters is another word.
 MIN_TYPO_WORD_CHARS = 4
+# A typo probe must keep this many letters of the word, or it matches half the catalog.
+MIN_PROBE_LETTERS = 3
+# Candidates read per stage when typos are allowed; ranked in Python, vectorized.
+TYPO_CANDIDATE_LIMIT = 500
+# Relevance of a document that has every query word as typed (or as a prefix of a word).
+AS_TYPED_RELEVANCE = 0.9
 _NAME_WEIGHT = 1.0
 _CONTEXT_WEIGHT = 0.8
 
@@ -92,16 +97,24 @@ def _word_probes(word: str, *, complete: bool, typos: bool) -> tuple[list[tuple[
         return probes, not typos
     end = " " if complete else ""
     covered = True
-    for gap in range(len(word) - 1):
-        left = f" {word[:gap]}"
-        right = f"{word[gap + 2 :]}{end}"
+    for at in range(len(word)):
+        # A character inserted or replaced at `at`, or one missing there: the text on either
+        # side of it is intact.
+        left = f" {word[:at]}"
+        right = f"{word[at + 1 :]}{end}"
         pieces = tuple(piece for piece in (left, right) if len(piece) >= 3)
-        if not pieces:
-            # Too short on both sides of this gap for a trigram: a typo here is not findable
-            # through this word.
+        letters = sum(len(piece.strip()) for piece in pieces)
+        if letters < MIN_PROBE_LETTERS:
+            # Too little left of the word for the index to tell it apart: a typo here is
+            # found only through the other words (or the all-but-one stage).
             covered = False
         elif pieces not in probes:
             probes.append(pieces)
+    for at in range(len(word) - 1):
+        # Two neighbours swapped: undo the swap and look for the word as such.
+        swapped = f" {word[:at]}{word[at + 1]}{word[at]}{word[at + 2 :]}{end}"
+        if (swapped,) not in probes:
+            probes.append((swapped,))
     return probes, covered
 
 
@@ -175,8 +188,9 @@ async def _candidates(
     kind: SearchKind,
     groups: Sequence[Sequence[WordProbes]],
     viewer_id: uuid.UUID | None,
+    limit: int,
 ) -> list[_Candidate]:
-    params: dict[str, object] = {"limit": CANDIDATE_LIMIT}
+    params: dict[str, object] = {"limit": limit}
     visible = ""
     if kind is SearchKind.playlist:
         # Public playlists, and the caller's own.
@@ -224,57 +238,63 @@ def _allowed_edits(word: str) -> int:
     return 1 if len(word) < 8 else 2
 
 
-def rank_candidates(query: SearchQuery, names: Sequence[str], docs: Sequence[str]) -> list[float]:
-    """Relevance of each document (name, doc) to the query: 0 (no match) to 1.2 (exact name)."""
-    if not names:
-        return []
-    vocabulary = sorted({word for doc in docs for word in doc.split()})
-    index = {word: position for position, word in enumerate(vocabulary)}
-    # Each query word against every distinct document word at once, in C.
-    whole = cdist(list(query.words), vocabulary, scorer=OSA.distance, workers=1)
-    prefix_rows = None
-    if query.last_is_prefix and query.words:
+def _vocabulary_scores(query: SearchQuery, vocabulary: list[str]) -> np.ndarray:
+    # scores[q, v]: how well query word q matches document word v (0 to 1).
+    whole = cdist(list(query.words), vocabulary, scorer=OSA.distance, workers=1, dtype=np.int32)
+    scores = np.zeros(whole.shape, dtype=np.float32)
+    allowed = np.array([_allowed_edits(word) for word in query.words], dtype=np.int32)[:, None]
+    near = (whole > 0) & (whole <= allowed)
+    scores[near] = (0.75 - 0.1 * (whole[near] - 1)).astype(np.float32)
+    if query.last_is_prefix:
         last = query.words[-1]
         truncated = [word[: len(last)] for word in vocabulary]
-        prefix_rows = cdist([last], truncated, scorer=OSA.distance, workers=1)[0]
-    word_scores: list[list[float]] = []
-    for row, word in enumerate(query.words):
-        allowed = _allowed_edits(word)
-        is_last_prefix = prefix_rows is not None and row == len(query.words) - 1
-        scores = []
-        for column, candidate in enumerate(vocabulary):
-            distance = int(whole[row][column])
-            if distance == 0:
-                score = 1.0
-            elif is_last_prefix and prefix_rows is not None and int(prefix_rows[column]) == 0:
-                # A word being typed that starts a document word: nearly as good as exact.
-                score = 0.95 - 0.1 * (1 - len(word) / len(candidate))
-            elif distance <= allowed:
-                score = 0.75 - 0.1 * (distance - 1)
-            elif is_last_prefix and prefix_rows is not None and int(prefix_rows[column]) <= allowed:
-                score = 0.6
-            else:
-                score = 0.0
-            scores.append(score)
-        word_scores.append(scores)
-    relevance = []
-    folded_query = query.text
-    for name, doc in zip(names, docs, strict=True):
+        prefix = cdist([last], truncated, scorer=OSA.distance, workers=1, dtype=np.int32)[0]
+        lengths = np.array([len(word) for word in vocabulary], dtype=np.float32)
+        # A word being typed that starts a document word: nearly as good as exact.
+        starts = 0.95 - 0.1 * (1 - len(last) / np.maximum(lengths, len(last)))
+        row = scores[-1]
+        row[:] = np.maximum(row, np.where(prefix == 0, starts, 0.0))
+        row[:] = np.maximum(
+            row, np.where((prefix > 0) & (prefix <= _allowed_edits(last)), 0.6, 0.0)
+        )
+    scores[whole == 0] = 1.0
+    return scores
+
+
+def rank_candidates(query: SearchQuery, names: Sequence[str], docs: Sequence[str]) -> list[float]:
+    """Relevance of each document (name, doc) to the query: 0 (no match) to 1.2 (exact name)."""
+    if not names or not query.words:
+        return [0.0] * len(names)
+    split_docs = [doc.split() for doc in docs]
+    vocabulary = sorted({word for words in split_docs for word in words})
+    index = {word: position for position, word in enumerate(vocabulary)}
+    scores = _vocabulary_scores(query, vocabulary)
+    # One row per document: its words' vocabulary indexes (padded with a zero-score column)
+    # and their weights (name words count fully, other fields less).
+    width = max(1, *(len(words) for words in split_docs))
+    padding = len(vocabulary)
+    columns = np.full((len(docs), width), padding, dtype=np.int32)
+    weights = np.zeros((len(docs), width), dtype=np.float32)
+    for row, (name, words) in enumerate(zip(names, split_docs, strict=True)):
         name_words = set(name.split())
-        total = 0.0
-        for scores in word_scores:
-            best = 0.0
-            for word in doc.split():
-                weight = _NAME_WEIGHT if word in name_words else _CONTEXT_WEIGHT
-                best = max(best, scores[index[word]] * weight)
-            total += best
-        score = total / len(word_scores) if word_scores else 0.0
-        if name == folded_query:
-            score += 0.2
-        elif name.startswith(folded_query):
-            score += 0.1
-        relevance.append(score)
-    return relevance
+        columns[row, : len(words)] = [index[word] for word in words]
+        weights[row, : len(words)] = [
+            _NAME_WEIGHT if word in name_words else _CONTEXT_WEIGHT for word in words
+        ]
+    padded = np.concatenate([scores, np.zeros((len(query.words), 1), np.float32)], axis=1)
+    # best[d, q]: the best weighted match of query word q among document d's words.
+    best = (padded[:, columns] * weights[None, :, :]).max(axis=2).T
+    relevance = best.mean(axis=1)
+    folded_query = query.text
+    # The whole name, or its first whole words, as typed: what a user means most often.
+    bonus = np.array(
+        [
+            0.2 if name == folded_query else 0.05 if name.startswith(folded_query + " ") else 0.0
+            for name in names
+        ],
+        dtype=np.float32,
+    )
+    return [float(value) for value in relevance + bonus]
 
 
 async def _popularity(
@@ -306,14 +326,24 @@ async def search_kind(
     if len(loose) > 1:
         stages.append(all_but_one(loose))
     candidates: list[_Candidate] = []
+    relevance: list[float] = []
     seen: set[uuid.UUID] = set()
-    for groups in stages:
-        found = await _candidates(db_session, kind=kind, groups=groups, viewer_id=viewer_id)
-        candidates += [candidate for candidate in found if candidate.entity_id not in seen]
-        seen.update(candidate.entity_id for candidate in found)
-        if len(candidates) >= EXACT_ENOUGH:
+    for stage, groups in enumerate(stages):
+        found = await _candidates(
+            db_session,
+            kind=kind,
+            groups=groups,
+            viewer_id=viewer_id,
+            limit=CANDIDATE_LIMIT if stage == 0 else TYPO_CANDIDATE_LIMIT,
+        )
+        fresh = [candidate for candidate in found if candidate.entity_id not in seen]
+        seen.update(candidate.entity_id for candidate in fresh)
+        candidates += fresh
+        relevance += rank_candidates(query, [c.name for c in fresh], [c.doc for c in fresh])
+        # Something matches every word as typed: guessing typos would only add worse matches
+        # (and is what costs most).
+        if any(score >= AS_TYPED_RELEVANCE for score in relevance):
             break
-    relevance = rank_candidates(query, [c.name for c in candidates], [c.doc for c in candidates])
     scored = sorted(
         (
             (round(score, 3), candidate)

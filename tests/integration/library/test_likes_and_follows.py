@@ -49,9 +49,7 @@ async def test_likes_are_idempotent_newest_first_and_paginated(
             f"/v1/me/likes/tracks/{catalog.tracks[title]}", headers=ada.headers
         )
         assert response.status_code == 204
-    again = await http.put(
-        f"/v1/me/likes/tracks/{catalog.tracks['Jóga']}", headers=ada.headers
-    )
+    again = await http.put(f"/v1/me/likes/tracks/{catalog.tracks['Jóga']}", headers=ada.headers)
     assert again.status_code == 204
 
     seen: list[str] = []
@@ -130,12 +128,8 @@ async def test_playlist_follows_respect_access(
     mine = (await http.get("/v1/me/playlists", headers=ada.headers)).json()
     assert [p["name"] for p in mine["items"]] == ["Open"]
     # Made private: it drops out of the follower's lists.
-    await http.patch(
-        f"/v1/playlists/{public['id']}", json={"public": False}, headers=grace.headers
-    )
-    assert (await http.get("/v1/me/following/playlists", headers=ada.headers)).json()[
-        "items"
-    ] == []
+    await http.patch(f"/v1/playlists/{public['id']}", json={"public": False}, headers=grace.headers)
+    assert (await http.get("/v1/me/following/playlists", headers=ada.headers)).json()["items"] == []
 
 
 @pytest.mark.parametrize(

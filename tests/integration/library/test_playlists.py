@@ -46,12 +46,12 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def world(app: FastAPI) -> World:
     """alice and bob, and a catalog of five tracks A-E."""
     catalog = await add_releases(app, [("Daft Punk", "Discovery", ["A", "B", "C", "D", "E"])])
-    return World(alice=await listener(app, "alice"), bob=await listener(app, "bob"), catalog=catalog)
+    return World(
+        alice=await listener(app, "alice"), bob=await listener(app, "bob"), catalog=catalog
+    )
 
 
-async def _create(
-    http: httpx.AsyncClient, owner: Listener, **fields: Any
-) -> dict[str, Any]:
+async def _create(http: httpx.AsyncClient, owner: Listener, **fields: Any) -> dict[str, Any]:
     response = await http.post(
         "/v1/me/playlists", json={"name": "Road trip", **fields}, headers=owner.headers
     )
@@ -284,7 +284,10 @@ async def test_invited_collaborators_edit_tracks_while_collaborative(
     items = (
         await http.get(f"/v1/playlists/{playlist_id}/tracks", headers=world.alice.headers)
     ).json()["items"]
-    assert [item["added_by"] for item in items] == [str(world.bob.user_id), str(world.alice.user_id)]
+    assert [item["added_by"] for item in items] == [
+        str(world.bob.user_id),
+        str(world.alice.user_id),
+    ]
     moved = await http.put(
         f"/v1/playlists/{playlist_id}/tracks",
         json={"range_start": 1, "insert_before": 0},

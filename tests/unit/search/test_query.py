@@ -1,0 +1,58 @@
+"""Query folding, index probes and ranking, without a database."""
+
+from __future__ import annotations
+
+from encore.search.service import (
+    MAX_QUERY_WORDS,
+    SearchQuery,
+    all_but_one,
+    fts5_expression,
+    like_pattern,
+    parse_query,
+    query_probes,
+    rank_candidates,
+)
+
+
+def test_queries_are_folded_bounded_and_stripped_of_control_characters() -> None:
+    assert parse_query("  Björk\x00MOTÖRHEAD ") == SearchQuery(("bjork", "motorhead"), False)
+    assert parse_query("radioh").last_is_prefix is True
+    assert len(parse_query("a " * 50).words) == MAX_QUERY_WORDS
+    assert parse_query("\x00\x01").words == ()
+
+
+def test_typo_probes_keep_the_text_around_each_possible_edit() -> None:
+    (probes,) = query_probes(SearchQuery(("nirvna",), False), typos=True)
+    assert (" nirvna",) in probes
+    # "nirvana" with an "a" missing after "nirv": its start is still there.
+    assert (" nirv",) in probes
+    # One letter wrong in the middle: the text on both sides of it is still there.
+    assert (" nir", "na ") in probes
+    # Transpositions are undone: "nirvna" -> " nirvan ".
+    assert (" nirvan ",) in probes
+    (exact,) = query_probes(SearchQuery(("nirvna",), True), typos=False)
+    assert exact == [(" nirvna",)]
+
+
+def test_words_too_short_for_the_index_are_left_to_ranking() -> None:
+    assert query_probes(SearchQuery(("a", "beatles"), False), typos=False) == [[(" beatles",)]]
+
+
+def test_fts5_expressions_quote_every_piece() -> None:
+    expression = fts5_expression([[[(' a"b OR c',)], [(" x*",)]]])
+    assert expression == '(((" a""b OR c")) AND ((" x*")))'
+    assert len(all_but_one([[("a",)], [("b",)], [("c",)]])) == 3
+
+
+def test_like_patterns_escape_wildcards_and_the_escape_character() -> None:
+    assert like_pattern((" 100%", "a_b\\")) == "% 100\\%%a\\_b\\\\%"
+
+
+def test_ranking_prefers_exact_then_prefix_then_typos_and_name_over_other_fields() -> None:
+    query = parse_query("beatles")
+    names = ["the beatles", "beatlesque", "the beatels", "yesterday"]
+    docs = [f" {n} " for n in names[:3]] + [" yesterday the beatles help "]
+    exact, prefix, typo, context = rank_candidates(query, names, docs)
+    assert exact > prefix > typo > 0
+    assert exact > context > 0
+    assert rank_candidates(parse_query("zzzz"), ["abba"], [" abba "]) == [0.0]
