@@ -34,6 +34,8 @@ from encore.library.router import router as library_router
 from encore.media.router import router as media_router
 from encore.observability import Metrics, RequestContextMiddleware, configure_logging
 from encore.problems import install_problem_handlers, problem_response
+from encore.recommend.model_store import ModelHolder
+from encore.recommend.router import router as recommend_router
 from encore.search.router import router as search_router
 from encore.storage import BlobStore, open_blob_store
 from encore.streaming import service as streaming_service
@@ -111,6 +113,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 event_rate_limiter=EventRateLimiter(
                     events_per_minute=settings.events_per_user_per_minute
                 ),
+                recommend_models=ModelHolder(store),
+            )
+            # The newest recommendation model, then a newer one whenever training publishes it.
+            await app.state.resources.recommend_models.refresh()
+            app.state.resources.recommend_models.start_polling(
+                settings.recommend_model_poll_seconds
             )
             logger.info(
                 "started",
@@ -138,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 await consumers.stop()
+                await app.state.resources.recommend_models.stop()
                 # Running jobs may finish; after the grace period they go back to the queue.
                 await workers.stop(grace=10)
                 await event_log.close()
@@ -182,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(library_router)
     app.include_router(search_router)
     app.include_router(events_router)
+    app.include_router(recommend_router)
     app.include_router(analytics_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")

@@ -235,6 +235,29 @@ class Settings(BaseSettings):
         "./var/lake-cache",
         description="Where lake files of an S3 store are copied for DuckDB (file:// reads in place).",
     )
+    recommend_train_interval_seconds: float = Field(
+        3600.0,
+        ge=1,
+        le=7 * 86400,
+        description="Recommendation training runs at most this often, after new listening.",
+    )
+    recommend_window_days: int = Field(
+        365, ge=1, le=3650, description="Days of listening the recommendation model learns from."
+    )
+    recommend_factors: int = Field(128, ge=2, le=1024, description="Latent factors of the model.")
+    recommend_iterations: int = Field(20, ge=1, le=200, description="ALS training iterations.")
+    recommend_regularization: float = Field(
+        1.0, ge=0, le=1000, description="ALS regularization (higher suits smaller catalogs)."
+    )
+    recommend_model_poll_seconds: float = Field(
+        30.0, ge=0.1, le=3600, description="How often API processes look for a newer model."
+    )
+    recommend_exclude_played_days: int = Field(
+        14, ge=0, le=3650, description="Recommendations leave out tracks played this many days."
+    )
+    recommend_exploration_share: float = Field(
+        0.1, ge=0, le=0.5, description="Share of a recommendation page given to exploration."
+    )
     upload_max_bytes: int = Field(
         500 * 1024 * 1024,
         ge=1024,

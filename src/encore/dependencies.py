@@ -15,6 +15,7 @@ from encore.config import Settings
 from encore.db import session_scope
 from encore.document_cache import DocumentCache
 from encore.events.service import EventRateLimiter
+from encore.recommend.model_store import ModelHolder
 from encore.storage import BlobStore
 from encore.streaming.signing import MediaSigner
 
@@ -32,6 +33,7 @@ class AppResources:
     media_signer: MediaSigner
     event_log: EventLog
     event_rate_limiter: EventRateLimiter
+    recommend_models: ModelHolder
 
 
 def _resources(request: Request) -> AppResources:

@@ -12,8 +12,10 @@ def default_handlers() -> dict[str, bus.JobHandler]:
     # `from encore.media import tasks as media_tasks`.
     from encore.media import service as media_service
     from encore.media import tasks as media_tasks
+    from encore.recommend import tasks as recommend_tasks
 
     return {
         bus.NOOP_JOB_KIND: bus.run_noop_job,
         media_service.PROCESS_TRACK_JOB: media_tasks.process_track,
+        recommend_tasks.TRAIN_JOB: recommend_tasks.train_recommendations,
     }

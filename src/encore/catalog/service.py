@@ -1052,3 +1052,108 @@ async def find_artist_id_by_name(*, db_session: AsyncSession, name: str) -> uuid
         select(Artist.id).where(Artist.name_key == name_key(name)).order_by(Artist.id).limit(1)
     )
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading for recommendations
+
+
+def _primary_artist_subquery() -> Any:
+    # The first credited primary artist of each track.
+    return (
+        select(TrackArtist.artist_id)
+        .where(TrackArtist.track_id == Track.id, TrackArtist.role == CreditRole.primary)
+        .order_by(TrackArtist.position)
+        .limit(1)
+        .correlate(Track)
+        .scalar_subquery()
+    )
+
+
+async def get_ready_track_artists(
+    *, db_session: AsyncSession, track_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID | None]:
+    """The ready tracks among track_ids, each with its first primary artist."""
+    if not track_ids:
+        return {}
+    rows = await db_session.execute(
+        select(Track.id, _primary_artist_subquery()).where(
+            Track.id.in_(list(track_ids)), Track.status == TrackStatus.ready
+        )
+    )
+    return {track_id: artist_id for track_id, artist_id in rows.all()}
+
+
+async def list_popular_ready_tracks(
+    *,
+    db_session: AsyncSession,
+    limit: int,
+    artist_ids: Collection[uuid.UUID] | None = None,
+    genre_ids: Collection[uuid.UUID] | None = None,
+    exclude: Collection[uuid.UUID] = (),
+) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+    """Ready tracks, most streamed first, as (track, primary artist); optionally by artist/genre."""
+    query = select(Track.id, _primary_artist_subquery()).where(Track.status == TrackStatus.ready)
+    if artist_ids is not None:
+        query = query.where(
+            Track.id.in_(
+                select(TrackArtist.track_id).where(TrackArtist.artist_id.in_(list(artist_ids)))
+            )
+        )
+    if genre_ids is not None:
+        query = query.where(
+            Track.id.in_(
+                select(TrackGenre.track_id).where(TrackGenre.genre_id.in_(list(genre_ids)))
+            )
+        )
+    if exclude:
+        query = query.where(Track.id.not_in(list(exclude)))
+    rows = await db_session.execute(
+        query.order_by(Track.stream_count.desc(), Track.id).limit(limit)
+    )
+    return [(track_id, artist_id) for track_id, artist_id in rows.all()]
+
+
+async def get_artist_genre_ids(
+    *, db_session: AsyncSession, artist_ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Genres of the tracks credited to these artists."""
+    if not artist_ids:
+        return set()
+    rows = await db_session.scalars(
+        select(TrackGenre.genre_id)
+        .join(TrackArtist, TrackArtist.track_id == TrackGenre.track_id)
+        .where(TrackArtist.artist_id.in_(list(artist_ids)))
+        .distinct()
+    )
+    return set(rows.all())
+
+
+async def list_popular_artists(
+    *,
+    db_session: AsyncSession,
+    limit: int,
+    genre_ids: Collection[uuid.UUID] | None = None,
+    exclude: Collection[uuid.UUID] = (),
+) -> list[uuid.UUID]:
+    """Artists most streamed first, optionally only those with tracks in these genres."""
+    query = select(Artist.id)
+    if genre_ids is not None:
+        query = query.where(
+            Artist.id.in_(
+                select(TrackArtist.artist_id)
+                .join(TrackGenre, TrackGenre.track_id == TrackArtist.track_id)
+                .where(TrackGenre.genre_id.in_(list(genre_ids)))
+            )
+        )
+    if exclude:
+        query = query.where(Artist.id.not_in(list(exclude)))
+    rows = await db_session.scalars(
+        query.order_by(Artist.stream_count.desc(), Artist.id).limit(limit)
+    )
+    return list(rows.all())
+
+
+async def genre_exists(*, db_session: AsyncSession, genre_id: uuid.UUID) -> bool:
+    """Whether the catalog has this genre."""
+    return (await db_session.scalar(select(Genre.id).where(Genre.id == genre_id))) is not None

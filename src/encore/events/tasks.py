@@ -6,6 +6,7 @@ from encore.bus.event_log import EventConsumer
 from encore.config import Settings
 from encore.events import service
 from encore.events.lake import LakeWriter
+from encore.recommend.tasks import RecommendConsumer
 from encore.storage import BlobStore
 
 LISTENING_CONSUMER = "listening"
@@ -31,4 +32,5 @@ def event_consumers(
             batch_size=settings.lake_batch_events,
             linger_seconds=settings.lake_flush_seconds,
         ),
+        EventConsumer(name="recommend", handler=RecommendConsumer(settings=settings)),
     ]

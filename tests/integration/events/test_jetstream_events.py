@@ -94,7 +94,7 @@ async def test_a_redelivery_after_the_dedupe_window_still_counts_once(js_app: Fa
     assert body is not None
     await js.publish("events.play_end", body, headers={"Nats-Msg-Id": str(uuid.uuid4())})
     applied = await drain_events(js_app)
-    assert applied == 4, applied  # two messages, each through both consumers
+    assert applied == 6, applied  # two messages, each through the three consumers
     assert await _streams(js_app) == 1
 
 
