@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
@@ -32,6 +33,8 @@ clients_app = typer.Typer(
 app.add_typer(clients_app, name="clients")
 keys_app = typer.Typer(help="The keys that sign access and id tokens.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+report_app = typer.Typer(help="Insights as tables: engagement, an artist.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 
 console = Console(stderr=True)
 # Results (tables) go to stdout, so they can be piped apart from the progress messages.
@@ -585,6 +588,82 @@ def keys_rotate() -> None:
             "the old key stays published at /oauth/jwks until the tokens it signed expire "
             f"({settings.access_token_minutes} minutes), so nobody is signed out"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+_FromOption = Annotated[
+    str | None, typer.Option("--from", help="First UTC day, YYYY-MM-DD (default: 29 days ago).")
+]
+_ToOption = Annotated[str | None, typer.Option("--to", help="Last UTC day (default: today).")]
+
+
+def _print_report(tables: list[object]) -> None:
+    # Piped into a file or another program there is no screen width to fit: never cut a figure.
+    target = output if output.is_terminal else Console(width=max(output.width, 200))
+    for table in tables:
+        target.print(table)
+
+
+def _report_window(from_text: str | None, to_text: str | None) -> tuple[date, date]:
+    from encore.db import utcnow
+
+    try:
+        last = date.fromisoformat(to_text) if to_text else utcnow().date()
+        first = date.fromisoformat(from_text) if from_text else last - timedelta(days=29)
+    except ValueError as exc:
+        _fail(f"dates are YYYY-MM-DD: {exc}")
+    return first, last
+
+
+@report_app.command("engagement")
+def report_engagement(from_text: _FromOption = None, to_text: _ToOption = None) -> None:
+    """DAU, WAU, MAU, new and returning listeners, sessions, streams per listener, per day."""
+    from encore.analytics import report
+    from encore.storage import open_blob_store
+
+    settings = _settings()
+    first, last = _report_window(from_text, to_text)
+
+    async def work(db_session: AsyncSession) -> list[object]:
+        engagement = await report.compute_engagement(
+            db_session=db_session,
+            store=open_blob_store(settings),
+            settings=settings,
+            from_date=first,
+            to_date=last,
+        )
+        return list(report.engagement_tables(engagement))
+
+    _print_report(_run_in_session(settings, work))
+
+
+@report_app.command("artist")
+def report_artist(
+    name: Annotated[str, typer.Argument(help="The artist's name (accents and case ignored).")],
+    from_text: _FromOption = None,
+    to_text: _ToOption = None,
+    granularity: Annotated[str, typer.Option(help="day, week or month buckets.")] = "week",
+) -> None:
+    """An artist's streams, listeners, saves, skip rate, top tracks and splits."""
+    from encore.analytics import report
+    from encore.analytics.schemas import Granularity
+
+    settings = _settings()
+    first, last = _report_window(from_text, to_text)
+    try:
+        buckets = Granularity(granularity)
+    except ValueError:
+        _fail("granularity is day, week or month")
+
+    async def work(db_session: AsyncSession) -> list[object]:
+        stats = await report.artist_stats_by_name(
+            db_session=db_session, name=name, from_date=first, to_date=last, granularity=buckets
+        )
+        return list(report.artist_tables(stats))
+
+    _print_report(_run_in_session(settings, work))
 
 
 if __name__ == "__main__":

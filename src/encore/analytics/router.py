@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore.analytics import charts as chart_pictures
-from encore.analytics import lake_queries, service
+from encore.analytics import lake_queries, report, service
 from encore.analytics.schemas import (
     ChartPeriod,
     Charts,
@@ -42,7 +42,6 @@ ArtistStatsReader = Annotated[Principal, require_scopes(ARTIST_STATS)]
 # Analysts may use their own token or a service client's (client credentials).
 Analyst = Annotated[Principal, require_scopes(ANALYTICS, user=False)]
 DEFAULT_WINDOW_DAYS = 30
-MAX_ENGAGEMENT_DAYS = 366
 PNG = "image/png"
 CSV = "text/csv"
 
@@ -188,18 +187,12 @@ async def _engagement(
     to_date: date | None,
 ) -> Engagement:
     first, last = _window(from_date, to_date)
-    service.check_window(first, last, max_days=MAX_ENGAGEMENT_DAYS)
-    settings = resources.settings
-    activity = await lake_queries.daily_activity(
+    return await report.compute_engagement(
+        db_session=db_session,
         store=resources.store,
-        cache_dir=Path(settings.analytics_lake_cache_dir),
-        first=first,
-        last=last,
-        limits=_limits(settings),
-    )
-    streams = await service.daily_streams(db_session=db_session, from_date=first, to_date=last)
-    return service.build_engagement(
-        activity=activity, streams=streams, from_date=first, to_date=last
+        settings=resources.settings,
+        from_date=first,
+        to_date=last,
     )
 
 
