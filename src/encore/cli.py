@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,6 +33,8 @@ clients_app = typer.Typer(
 app.add_typer(clients_app, name="clients")
 keys_app = typer.Typer(help="The keys that sign access and id tokens.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+recommend_app = typer.Typer(help="Recommendation models: train, evaluate.", no_args_is_help=True)
+app.add_typer(recommend_app, name="recommend")
 report_app = typer.Typer(help="Insights as tables: engagement, an artist.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 
@@ -668,3 +670,52 @@ def report_artist(
 
 if __name__ == "__main__":
     app()
+
+
+@recommend_app.command("train")
+def recommend_train(
+    engine: Annotated[str, typer.Option(help="Training engine: implicit.")] = "implicit",
+) -> None:
+    """Train a recommendation model on the listening window and publish it to the store."""
+    from encore.recommend import service as recommend_service
+    from encore.storage import open_blob_store
+
+    if engine != "implicit":
+        _fail(f"unknown engine {engine!r}: this Encore trains with implicit")
+    settings = _settings()
+
+    async def train(db_session: AsyncSession) -> dict[str, Any] | None:
+        artifact = await recommend_service.train_model(
+            db_session=db_session, store=open_blob_store(settings), settings=settings
+        )
+        return None if artifact is None else {**artifact.metadata, "version": artifact.version}
+
+    metadata = _run_in_session(settings, train)
+    if metadata is None:
+        output.print("no listening in the window yet: nothing to train on")
+        return
+    output.print(f"model {metadata['version']}")
+    output.print(
+        f"users {metadata['users']}, tracks {metadata['items']}, "
+        f"interactions {metadata['interactions']}, {metadata['training_seconds']} s"
+    )
+    output.print(f"holdout metrics: {metadata['metrics']}")
+
+
+@recommend_app.command("evaluate")
+def recommend_evaluate(
+    hetrec: Annotated[
+        Path, typer.Option(help="Folder of HetRec 2011 Last.fm 2k (user_artists.dat).")
+    ],
+) -> None:
+    """Precision@10 and NDCG@10 of popularity, plain ALS and Encore's model on HetRec."""
+    from rich.table import Table
+
+    from encore.recommend.evaluation import evaluate_hetrec
+
+    if not (hetrec / "user_artists.dat").is_file():
+        _fail(f"{hetrec} has no user_artists.dat")
+    table = Table("model", "precision@10", "NDCG@10")
+    for row in evaluate_hetrec(hetrec):
+        table.add_row(row.label, f"{row.precision_at_10:.4f}", f"{row.ndcg_at_10:.4f}")
+    output.print(table)
