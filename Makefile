@@ -59,6 +59,7 @@ bench: $(VENV)/.installed-test bench-deps edge-deps
 	$(BIN)/python -m bench.playback_start
 	$(BIN)/python -m bench.segments
 	$(BIN)/python -m bench.search
+	$(BIN)/python -m bench.recommend
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
