@@ -249,6 +249,25 @@ async def record_events(
     )
 
 
+async def record_library_events(
+    *,
+    event_log: EventLog,
+    user_id: uuid.UUID,
+    kind: str,
+    targets: Sequence[Mapping[str, uuid.UUID]],
+) -> None:
+    """Append the events of a change made through the library API (like, unlike, follow,
+    playlist_add), one per target (e.g. `{"track_id": ...}`); server-made event ids."""
+    now = utcnow()
+    events = [
+        ListeningEvent.model_validate(
+            {"event_id": uuid.uuid4(), "type": kind, "occurred_at": now, **target}
+        )
+        for target in targets
+    ]
+    await record_server_events(event_log=event_log, user_id=user_id, events=events)
+
+
 async def record_server_events(
     *, event_log: EventLog, user_id: uuid.UUID, events: Sequence[ListeningEvent]
 ) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore.auth.dependencies import Authenticated, require_scopes
 from encore.auth.scopes import LIBRARY_MODIFY, LIBRARY_READ, PLAYLIST_MODIFY, PLAYLIST_READ
 from encore.auth.tokens import Principal
 from encore.catalog.router import ARTWORK_TYPES
-from encore.dependencies import SessionDep, StoreDep
+from encore.dependencies import AppResources, ResourcesDep, SessionDep, StoreDep
+from encore.events import service as events_service
 from encore.library import service
 from encore.library.schemas import (
     CollaboratorAdd,
@@ -36,6 +39,7 @@ from encore.problems import ContentTooLarge, InvalidInput, NotFound
 from encore.storage import BlobNotFound
 
 router = APIRouter(prefix="/v1", tags=["library"])
+logger = structlog.get_logger("encore.library")
 
 LibraryReader = Annotated[Principal, require_scopes(LIBRARY_READ)]
 LibraryEditor = Annotated[Principal, require_scopes(LIBRARY_MODIFY)]
@@ -104,6 +108,27 @@ def _playlist_response(
 # Likes
 
 
+async def _record_library_events(
+    resources: AppResources,
+    db_session: AsyncSession,
+    user_id: uuid.UUID,
+    kind: str,
+    targets: list[dict[str, uuid.UUID]],
+) -> None:
+    """Append like/unlike/follow/playlist_add events for a change that was made.
+
+    The change commits first: an event must never describe something that did not happen.
+    The event is best effort after that — the change stands even when the log is down.
+    """
+    await db_session.commit()
+    try:
+        await events_service.record_library_events(
+            event_log=resources.event_log, user_id=user_id, kind=kind, targets=targets
+        )
+    except Exception as exc:
+        logger.warning("library_event_not_recorded", kind=kind, error=type(exc).__name__)
+
+
 @router.get("/me/likes/tracks", response_model=Page[LikedTrackRead], summary="Liked tracks")
 async def list_liked_tracks(
     principal: LibraryReader, db_session: SessionDep, page: PageDep
@@ -128,21 +153,27 @@ async def liked_tracks_contain(
 
 @router.put("/me/likes/tracks/{track_id}", status_code=204, summary="Like a track")
 async def like_track(
-    track_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep
+    track_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep, resources: ResourcesDep
 ) -> Response:
     """Like a track (again: no change)."""
-    await service.like_track(db_session=db_session, user_id=_user_id(principal), track_id=track_id)
+    user_id = _user_id(principal)
+    if await service.like_track(db_session=db_session, user_id=user_id, track_id=track_id):
+        await _record_library_events(
+            resources, db_session, user_id, "like", [{"track_id": track_id}]
+        )
     return Response(status_code=204)
 
 
 @router.delete("/me/likes/tracks/{track_id}", status_code=204, summary="Unlike a track")
 async def unlike_track(
-    track_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep
+    track_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep, resources: ResourcesDep
 ) -> Response:
     """Stop liking a track (not liked: no change)."""
-    await service.unlike_track(
-        db_session=db_session, user_id=_user_id(principal), track_id=track_id
-    )
+    user_id = _user_id(principal)
+    if await service.unlike_track(db_session=db_session, user_id=user_id, track_id=track_id):
+        await _record_library_events(
+            resources, db_session, user_id, "unlike", [{"track_id": track_id}]
+        )
     return Response(status_code=204)
 
 
@@ -170,21 +201,27 @@ async def liked_albums_contain(
 
 @router.put("/me/likes/albums/{album_id}", status_code=204, summary="Like an album")
 async def like_album(
-    album_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep
+    album_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep, resources: ResourcesDep
 ) -> Response:
     """Like an album (again: no change)."""
-    await service.like_album(db_session=db_session, user_id=_user_id(principal), album_id=album_id)
+    user_id = _user_id(principal)
+    if await service.like_album(db_session=db_session, user_id=user_id, album_id=album_id):
+        await _record_library_events(
+            resources, db_session, user_id, "like", [{"album_id": album_id}]
+        )
     return Response(status_code=204)
 
 
 @router.delete("/me/likes/albums/{album_id}", status_code=204, summary="Unlike an album")
 async def unlike_album(
-    album_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep
+    album_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep, resources: ResourcesDep
 ) -> Response:
     """Stop liking an album (not liked: no change)."""
-    await service.unlike_album(
-        db_session=db_session, user_id=_user_id(principal), album_id=album_id
-    )
+    user_id = _user_id(principal)
+    if await service.unlike_album(db_session=db_session, user_id=user_id, album_id=album_id):
+        await _record_library_events(
+            resources, db_session, user_id, "unlike", [{"album_id": album_id}]
+        )
     return Response(status_code=204)
 
 
@@ -220,12 +257,14 @@ async def followed_artists_contain(
 
 @router.put("/me/following/artists/{artist_id}", status_code=204, summary="Follow an artist")
 async def follow_artist(
-    artist_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep
+    artist_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep, resources: ResourcesDep
 ) -> Response:
     """Follow an artist (again: no change)."""
-    await service.follow_artist(
-        db_session=db_session, user_id=_user_id(principal), artist_id=artist_id
-    )
+    user_id = _user_id(principal)
+    if await service.follow_artist(db_session=db_session, user_id=user_id, artist_id=artist_id):
+        await _record_library_events(
+            resources, db_session, user_id, "follow", [{"artist_id": artist_id}]
+        )
     return Response(status_code=204)
 
 
@@ -270,12 +309,19 @@ async def followed_playlists_contain(
 
 @router.put("/me/following/playlists/{playlist_id}", status_code=204, summary="Follow a playlist")
 async def follow_playlist(
-    playlist_id: uuid.UUID, principal: LibraryEditor, db_session: SessionDep
+    playlist_id: uuid.UUID,
+    principal: LibraryEditor,
+    db_session: SessionDep,
+    resources: ResourcesDep,
 ) -> Response:
     """Follow a playlist you may read (again: no change)."""
-    await service.follow_playlist(
-        db_session=db_session, user_id=_user_id(principal), playlist_id=playlist_id
-    )
+    user_id = _user_id(principal)
+    if await service.follow_playlist(
+        db_session=db_session, user_id=user_id, playlist_id=playlist_id
+    ):
+        await _record_library_events(
+            resources, db_session, user_id, "follow", [{"playlist_id": playlist_id}]
+        )
     return Response(status_code=204)
 
 
@@ -397,16 +443,25 @@ async def add_playlist_tracks(
     body: PlaylistItemsAdd,
     principal: PlaylistEditor,
     db_session: SessionDep,
+    resources: ResourcesDep,
     if_match: IfMatch = None,
 ) -> Response:
     """Insert tracks before `position`, or at the end; answers the new snapshot."""
+    user_id = _user_id(principal)
     snapshot = await service.add_tracks(
         db_session=db_session,
         playlist_id=playlist_id,
-        user_id=_user_id(principal),
+        user_id=user_id,
         track_ids=body.track_ids,
         position=body.position,
         if_match=if_match,
+    )
+    await _record_library_events(
+        resources,
+        db_session,
+        user_id,
+        "playlist_add",
+        [{"track_id": track_id, "playlist_id": playlist_id} for track_id in body.track_ids],
     )
     return _snapshot_response(snapshot, status_code=201)
 
