@@ -60,6 +60,7 @@ bench: $(VENV)/.installed-test bench-deps edge-deps
 	$(BIN)/python -m bench.segments
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.recommend
+	$(BIN)/python -m bench.analytics
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         ),
     )
     analytics_query_timeout_seconds: float = Field(
-        10.0,
+        30.0,
         gt=0,
         le=600,
         description="Longest a query over the lake may run (SQL endpoint, engagement) before 422.",

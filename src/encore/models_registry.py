@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS_WITH_MODELS = ("auth", "catalog", "media", "library", "search", "events", "recommend")
+DOMAINS_WITH_MODELS = (
+    "auth",
+    "catalog",
+    "media",
+    "library",
+    "search",
+    "events",
+    "analytics",
+    "recommend",
+)
 # Tables of the platform itself (not of a domain), by module name.
 PLATFORM_MODEL_MODULES = ("encore.jobs_models", "encore.event_log_models")
 

@@ -317,84 +317,79 @@ class ActivityReport:
     session_seconds: float
 
 
-# Each account counts in WAU (MAU) on the days from one of its active days up to 6 (29) days
-# later, or until its next active day: these spans never overlap for one account, so a range
-# join counts them without DISTINCT, in rows proportional to the answer.
-_ACTIVITY_SQL = """
-WITH plays AS (
-    SELECT user_id, "date" AS day, occurred_at,
-           CASE WHEN type IN ('play_end', 'skip') AND ms_played IS NOT NULL
-                THEN occurred_at - to_milliseconds(ms_played) ELSE occurred_at END AS started_at
-    FROM events
-    WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip')
-      AND "date" BETWEEN $lookback AND $last
-),
-active AS (SELECT DISTINCT user_id, day FROM plays),
-spans AS (
-    SELECT day, lead(day) OVER (PARTITION BY user_id ORDER BY day) AS next_day FROM active
-),
-days AS (
-    SELECT CAST(range AS DATE) AS day
-    FROM range(CAST($first AS DATE), CAST($last AS DATE) + 1, INTERVAL 1 DAY)
-),
-dau AS (SELECT day, count(*) AS n FROM active WHERE day >= $first GROUP BY day),
-wau AS (
-    SELECT d.day, count(*) AS n FROM days d JOIN spans s
-      ON s.day <= d.day AND d.day < least(s.day + 7, coalesce(s.next_day, s.day + 7))
-    GROUP BY d.day
-),
-mau AS (
-    SELECT d.day, count(*) AS n FROM days d JOIN spans s
-      ON s.day <= d.day AND d.day < least(s.day + 30, coalesce(s.next_day, s.day + 30))
-    GROUP BY d.day
-),
-window_plays AS (SELECT * FROM plays WHERE day >= $first),
-ordered AS (
-    SELECT user_id, started_at, occurred_at,
-           max(occurred_at) OVER (
-               PARTITION BY user_id ORDER BY started_at, occurred_at
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-           ) AS previous_end
-    FROM window_plays
-),
-numbered AS (
-    SELECT user_id, started_at, occurred_at,
-           sum(CASE WHEN previous_end IS NULL
-                      OR started_at > previous_end + INTERVAL 30 MINUTE
-                    THEN 1 ELSE 0 END)
-               OVER (PARTITION BY user_id ORDER BY started_at, occurred_at
-                     ROWS UNBOUNDED PRECEDING) AS session_number
-    FROM ordered
-),
-sessions AS (
-    SELECT CAST(min(occurred_at) AS DATE) AS day,
-           epoch(max(occurred_at) - min(started_at)) AS seconds
-    FROM numbered GROUP BY user_id, session_number
-),
-session_days AS (
-    SELECT day, count(*) AS n, sum(seconds) AS seconds FROM sessions GROUP BY day
-)
-SELECT d.day, coalesce(dau.n, 0), coalesce(wau.n, 0), coalesce(mau.n, 0),
-       coalesce(session_days.n, 0), coalesce(session_days.seconds, 0)
-FROM days d
-LEFT JOIN dau USING (day) LEFT JOIN wau USING (day) LEFT JOIN mau USING (day)
-LEFT JOIN session_days USING (day)
-ORDER BY d.day
-"""
-
-_NEW_LISTENERS_SQL = """
-WITH firsts AS (
-    SELECT user_id, min("date") AS day FROM events
-    WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip') GROUP BY user_id
-)
-SELECT day, count(*) FROM firsts WHERE day BETWEEN $first AND $last GROUP BY day
-"""
-
-_WINDOW_TOTALS_SQL = """
-SELECT count(DISTINCT user_id) FROM events
+# One scan of the lake for the window and the 29 days before it (MAU needs them): every play
+# event with its account as a 64-bit hash (cheaper to group and sort than a UUID string; a
+# collision among a billion accounts is about one in 40), its day, start and end.
+_PLAYS_SQL = """
+CREATE TEMP TABLE plays AS
+SELECT hash(user_id) AS account, "date" AS day, occurred_at,
+       CASE WHEN type IN ('play_end', 'skip') AND ms_played IS NOT NULL
+            THEN occurred_at - to_milliseconds(ms_played) ELSE occurred_at END AS started_at
+FROM events
 WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip')
-  AND "date" BETWEEN $first AND $last
+  AND "date" BETWEEN $lookback AND $last
 """
+
+_ACTIVE_SQL = "CREATE TEMP TABLE active AS SELECT DISTINCT account, day FROM plays"
+_DAU_SQL = "SELECT day, count(*) FROM active WHERE day >= $first GROUP BY day"
+
+# Each account counts in WAU (MAU) from one of its active days up to 6 (29) days later, or
+# until its next active day: spans that never overlap for one account. So each span adds 1
+# on its first day and takes it back after its last, and a running sum over the days counts
+# the accounts — linear in the active days, no DISTINCT, no range join.
+_WAU_MAU_SQL = """
+WITH spans AS (
+    SELECT day, lead(day) OVER (PARTITION BY account ORDER BY day) AS next_day FROM active
+),
+changes AS (
+    SELECT day, 1 AS weekly, 1 AS monthly FROM spans
+    UNION ALL SELECT least(day + 7, coalesce(next_day, day + 7)), -1, 0 FROM spans
+    UNION ALL SELECT least(day + 30, coalesce(next_day, day + 30)), 0, -1 FROM spans
+),
+per_day AS (SELECT day, sum(weekly) AS weekly, sum(monthly) AS monthly FROM changes GROUP BY day)
+SELECT day, sum(weekly) OVER (ORDER BY day), sum(monthly) OVER (ORDER BY day)
+FROM per_day ORDER BY day
+"""
+
+# A session is a run of an account's plays (each from its start to its end) with no gap of
+# more than 30 minutes where nothing was playing; it belongs to the day it starts. A play
+# starts a session when it starts over 30 minutes after everything before it ended; that
+# "everything before" of the next session's first play is exactly this session's end.
+_SESSIONS_SQL = """
+WITH ordered AS (
+    SELECT started_at, occurred_at, account,
+           max(occurred_at) OVER (
+               PARTITION BY account ORDER BY started_at, occurred_at
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+           ) AS previous_end,
+           max(occurred_at) OVER (PARTITION BY account) AS last_end
+    FROM plays WHERE day >= $first
+),
+starts AS (
+    SELECT started_at, last_end,
+           lead(previous_end) OVER (
+               PARTITION BY account ORDER BY started_at, occurred_at
+           ) AS session_end
+    FROM ordered
+    WHERE previous_end IS NULL OR started_at > previous_end + INTERVAL 30 MINUTE
+)
+SELECT CAST(started_at AS DATE) AS day, count(*),
+       sum(epoch(coalesce(session_end, last_end) - started_at))
+FROM starts WHERE CAST(started_at AS DATE) >= $first GROUP BY day
+"""
+
+# First active day of the window's accounts: the active days above, and the lake before.
+_NEW_LISTENERS_SQL = """
+WITH earlier AS (
+    SELECT DISTINCT hash(user_id) AS account FROM events
+    WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip') AND "date" < $lookback
+),
+firsts AS (SELECT account, min(day) AS day FROM active GROUP BY account)
+SELECT f.day, count(*) FROM firsts f ANTI JOIN earlier e USING (account)
+WHERE f.day BETWEEN $first AND $last GROUP BY f.day
+"""
+
+_WINDOW_TOTALS_SQL = "SELECT count(DISTINCT account) FROM active WHERE day >= $first"
 
 
 def _activity(lake: Path, first: date, last: date, limits: LakeLimits) -> ActivityReport:
@@ -402,22 +397,43 @@ def _activity(lake: Path, first: date, last: date, limits: LakeLimits) -> Activi
     try:
 
         def work() -> ActivityReport:
+            lookback = first - timedelta(days=29)
             window = {"first": first, "last": last}
-            rows = connection.execute(
-                _ACTIVITY_SQL, {**window, "lookback": first - timedelta(days=29)}
-            ).fetchall()
-            new = dict(connection.execute(_NEW_LISTENERS_SQL, window).fetchall())
-            listeners = connection.execute(_WINDOW_TOTALS_SQL, window).fetchone()
+            connection.execute(_PLAYS_SQL, {"lookback": lookback, "last": last})
+            connection.execute(_ACTIVE_SQL)
+            daily_active = dict(connection.execute(_DAU_SQL, {"first": first}).fetchall())
+            rolling = {
+                day: (int(weekly), int(monthly))
+                for day, weekly, monthly in connection.execute(_WAU_MAU_SQL).fetchall()
+            }
+            sessions = {
+                day: (int(count), float(seconds))
+                for day, count, seconds in connection.execute(
+                    _SESSIONS_SQL, {"first": first}
+                ).fetchall()
+            }
+            new = dict(
+                connection.execute(_NEW_LISTENERS_SQL, {**window, "lookback": lookback}).fetchall()
+            )
+            listeners = connection.execute(_WINDOW_TOTALS_SQL, {"first": first}).fetchone()
+            all_days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+            # The running sums change only on days something starts or ends: carry them over.
+            weekly = monthly = 0
+            rows = []
+            for day in sorted({*all_days, *rolling}):
+                weekly, monthly = rolling.get(day, (weekly, monthly))
+                if first <= day <= last:
+                    rows.append((day, daily_active.get(day, 0), weekly, monthly))
             days = {
                 day: DailyActivity(
                     dau=int(dau),
                     wau=int(wau),
                     mau=int(mau),
                     new_listeners=int(new.get(day, 0)),
-                    sessions=int(sessions),
-                    session_seconds=float(seconds),
+                    sessions=sessions.get(day, (0, 0.0))[0],
+                    session_seconds=sessions.get(day, (0, 0.0))[1],
                 )
-                for day, dau, wau, mau, sessions, seconds in rows
+                for day, dau, wau, mau in rows
             }
             return ActivityReport(
                 days=days,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from pathlib import Path
 
@@ -28,19 +29,26 @@ async def compute_engagement(
 ) -> Engagement:
     """Engagement per day over the window: the lake's activity with the rollups' streams."""
     service.check_window(from_date, to_date, max_days=ENGAGEMENT_MAX_DAYS)
-    activity = await lake_queries.daily_activity(
-        store=store,
-        cache_dir=Path(settings.analytics_lake_cache_dir),
-        first=from_date,
-        last=to_date,
-        limits=lake_queries.LakeLimits(
-            timeout_seconds=settings.analytics_query_timeout_seconds,
-            max_rows=settings.analytics_query_max_rows,
+    # The lake (DuckDB, in a worker thread) and the rollups (the database) answer side by side.
+    activity, streams = await asyncio.gather(
+        lake_queries.daily_activity(
+            store=store,
+            cache_dir=Path(settings.analytics_lake_cache_dir),
+            first=from_date,
+            last=to_date,
+            limits=lake_queries.LakeLimits(
+                timeout_seconds=settings.analytics_query_timeout_seconds,
+                max_rows=settings.analytics_query_max_rows,
+            ),
         ),
+        service.daily_streams(db_session=db_session, from_date=from_date, to_date=to_date),
+        # Both finish before either's error is raised: the session is never left mid-query.
+        return_exceptions=True,
     )
-    streams = await service.daily_streams(
-        db_session=db_session, from_date=from_date, to_date=to_date
-    )
+    for outcome in (activity, streams):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert not isinstance(activity, BaseException) and not isinstance(streams, BaseException)
     return service.build_engagement(
         activity=activity, streams=streams, from_date=from_date, to_date=to_date
     )

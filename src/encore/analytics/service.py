@@ -156,9 +156,11 @@ async def _entity_stats(
         await db_session.scalar(select(distinct_users).where(*listener_window)) or 0
     )
     # The bucket of a listener row as an index: a CASE over the bucket starts reads the same
-    # on SQLite and PostgreSQL, where date arithmetic does not.
+    # on SQLite and PostgreSQL, where date arithmetic does not. Within one day a listener has
+    # one row, so a day's listeners are its rows: no DISTINCT needed.
     if granularity == Granularity.day:
         bucket_column: Any = listeners.day
+        distinct_users = func.count()
     else:
         bucket_column = case(
             *[(listeners.day >= start, n) for start, n in reversed(list(index_of.items()))],

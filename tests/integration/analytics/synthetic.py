@@ -312,9 +312,9 @@ def recompute(rows: list[dict[str, Any]]) -> Recomputed:
             (datetime.max.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)),
         ]:
             if session and begin > max(e for _, e in session) + timedelta(minutes=30):
-                first_at = min(e for _, e in session)
-                length = max(e for _, e in session) - min(b for b, _ in session)
-                answer.sessions[first_at.date()].append(length.total_seconds())
+                began = min(b for b, _ in session)
+                length = max(e for _, e in session) - began
+                answer.sessions[began.date()].append(length.total_seconds())
                 session = []
             session.append((begin, end))
     return answer
