@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 recommend_models=ModelHolder(store),
             )
             # The newest recommendation model, then a newer one whenever training publishes it.
-            await app.state.resources.recommend_models.refresh()
+            await app.state.resources.recommend_models.refresh_at_start()
             app.state.resources.recommend_models.start_polling(
                 settings.recommend_model_poll_seconds
             )

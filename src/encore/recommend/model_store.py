@@ -192,6 +192,14 @@ class ModelHolder:
         logger.info("recommend_model_loaded", version=model.version, items=len(model.item_index))
         return True
 
+    async def refresh_at_start(self) -> None:
+        """Load the newest model if the store answers; an unreachable store is not fatal here
+        (the app starts, /readyz reports the store, the poller loads the model later)."""
+        try:
+            await self.refresh()
+        except Exception as exc:
+            logger.warning("recommend_model_not_loaded", error=type(exc).__name__)
+
     def start_polling(self, interval_seconds: float) -> None:
         """Check the store for a newer model every interval, in the background."""
 
