@@ -58,6 +58,7 @@ bench: $(VENV)/.installed-test bench-deps edge-deps
 	$(BIN)/python -m bench.transcode
 	$(BIN)/python -m bench.playback_start
 	$(BIN)/python -m bench.segments
+	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.recommend
 	$(BIN)/python -m bench.analytics
