@@ -16,19 +16,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Unique listeners of an artist or track over a window, counted from the index alone.
+    # Unique listeners of an artist or a track over a window: the index alone, read in
+    # listener order, counts them without sorting (the day filter is checked in the index).
     op.create_index(
-        "ix_daily_artist_listeners_artist_day_user",
+        "ix_daily_artist_listeners_artist_user_day",
         "daily_artist_listeners",
-        ["artist_id", "day", "user_id"],
+        ["artist_id", "user_id", "day"],
     )
     op.create_index(
-        "ix_daily_track_listeners_track_day_user",
+        "ix_daily_track_listeners_track_user_day",
         "daily_track_listeners",
-        ["track_id", "day", "user_id"],
+        ["track_id", "user_id", "day"],
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_daily_track_listeners_track_day_user", table_name="daily_track_listeners")
-    op.drop_index("ix_daily_artist_listeners_artist_day_user", table_name="daily_artist_listeners")
+    op.drop_index("ix_daily_track_listeners_track_user_day", table_name="daily_track_listeners")
+    op.drop_index("ix_daily_artist_listeners_artist_user_day", table_name="daily_artist_listeners")

@@ -458,12 +458,12 @@ async def daily_activity(
 
 _RETENTION_SQL = """
 WITH active AS (
-    SELECT DISTINCT user_id, CAST(date_trunc($unit, "date") AS DATE) AS period
+    SELECT DISTINCT hash(user_id) AS account, CAST(date_trunc($unit, "date") AS DATE) AS period
     FROM events WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip')
 ),
-firsts AS (SELECT user_id, min(period) AS cohort FROM active GROUP BY user_id)
+firsts AS (SELECT account, min(period) AS cohort FROM active GROUP BY account)
 SELECT f.cohort, datediff($unit, f.cohort, a.period) AS offset_periods, count(*)
-FROM active a JOIN firsts f USING (user_id)
+FROM active a JOIN firsts f USING (account)
 GROUP BY ALL ORDER BY 1, 2
 """
 
