@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 event_rate_limiter=EventRateLimiter(
                     events_per_minute=settings.events_per_user_per_minute
                 ),
-                recommend_models=ModelHolder(store),
+                recommend_models=ModelHolder(store, ann_min_items=settings.recommend_ann_min_items),
             )
             # The newest recommendation model, then a newer one whenever training publishes it.
             await app.state.resources.recommend_models.refresh_at_start()

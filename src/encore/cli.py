@@ -33,7 +33,9 @@ clients_app = typer.Typer(
 app.add_typer(clients_app, name="clients")
 keys_app = typer.Typer(help="The keys that sign access and id tokens.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-recommend_app = typer.Typer(help="Recommendation models: train, evaluate.", no_args_is_help=True)
+recommend_app = typer.Typer(
+    help="Recommendation models: train, evaluate, refresh playlists.", no_args_is_help=True
+)
 app.add_typer(recommend_app, name="recommend")
 report_app = typer.Typer(help="Insights as tables: engagement, an artist.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
@@ -700,6 +702,34 @@ def recommend_train(
         f"interactions {metadata['interactions']}, {metadata['training_seconds']} s"
     )
     output.print(f"holdout metrics: {metadata['metrics']}")
+
+
+@recommend_app.command("refresh-playlists")
+def recommend_refresh_playlists() -> None:
+    """Refresh every listener's generated playlists (Discover Weekly, Daily Mix) now."""
+    from encore.db import create_engine, create_session_factory
+    from encore.recommend.generated import refresh_generated_playlists
+    from encore.recommend.model_store import load_newest_model
+    from encore.storage import open_blob_store
+
+    settings = _settings()
+
+    async def refresh() -> tuple[int, str | None]:
+        model = await load_newest_model(
+            open_blob_store(settings), ann_min_items=settings.recommend_ann_min_items
+        )
+        engine = create_engine(settings)
+        try:
+            await _require_migrated(engine)
+            count = await refresh_generated_playlists(
+                session_factory=create_session_factory(engine), model=model
+            )
+        finally:
+            await engine.dispose()
+        return count, model.version if model else None
+
+    count, version = asyncio.run(refresh())
+    output.print(f"refreshed the generated playlists of {count} listeners (model {version})")
 
 
 @recommend_app.command("evaluate")

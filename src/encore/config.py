@@ -241,6 +241,19 @@ class Settings(BaseSettings):
         le=7 * 86400,
         description="Recommendation training runs at most this often, after new listening.",
     )
+    recommend_playlists_refresh_interval_seconds: float = Field(
+        86400.0,
+        ge=1,
+        le=30 * 86400,
+        description="Generated playlists (Discover Weekly, Daily Mix) are refreshed this often, "
+        "after new listening.",
+    )
+    recommend_ann_min_items: int = Field(
+        200_000,
+        ge=1,
+        description="Models of at least this many tracks answer top-k through an HNSW index "
+        "(usearch, built at model load) with an exact re-rank; smaller ones scan exactly.",
+    )
     recommend_window_days: int = Field(
         365, ge=1, le=3650, description="Days of listening the recommendation model learns from."
     )

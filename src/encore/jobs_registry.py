@@ -18,4 +18,5 @@ def default_handlers() -> dict[str, bus.JobHandler]:
         bus.NOOP_JOB_KIND: bus.run_noop_job,
         media_service.PROCESS_TRACK_JOB: media_tasks.process_track,
         recommend_tasks.TRAIN_JOB: recommend_tasks.train_recommendations,
+        recommend_tasks.REFRESH_PLAYLISTS_JOB: recommend_tasks.refresh_playlists,
     }

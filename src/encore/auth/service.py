@@ -22,6 +22,8 @@ from functools import lru_cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,7 +38,7 @@ from encore.auth.models import (
 )
 from encore.auth.scopes import ALL_SCOPES, LISTENER_SCOPES
 from encore.auth.secrets import DecryptionError, SecretBox
-from encore.db import utcnow
+from encore.db import new_id, utcnow
 from encore.pagination import Page, decode_cursor, encode_cursor
 from encore.problems import Conflict, InvalidInput, NotFound
 
@@ -46,6 +48,12 @@ PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$")
 WEB_CLIENT_ID = "encore-web"
+# The account that owns what Encore itself makes (generated playlists). Its username fails
+# USERNAME_PATTERN, so no one can register it first; its password hash is not an argon2 hash,
+# so no password ever matches; and it is disabled, so no other credential works either.
+SYSTEM_USERNAME = "~encore"
+SYSTEM_EMAIL = "system@encore.invalid"
+_UNUSABLE_PASSWORD_HASH = "!"  # noqa: S105 (a marker no argon2 hash equals)
 
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"  # noqa: S105 (a grant type name)
@@ -254,7 +262,7 @@ async def change_password(
 async def set_roles(*, db_session: AsyncSession, username: str, roles: Sequence[Role]) -> User:
     """Give a user exactly these roles (listener always included)."""
     user = await find_user_by_username(db_session=db_session, username=username)
-    if user is None:
+    if user is None or user.username_key == SYSTEM_USERNAME:
         raise NotFound(f"no user named {username}")
     user.roles = sorted({Role.listener.value, *(role.value for role in roles)})
     await db_session.flush()
@@ -264,7 +272,7 @@ async def set_roles(*, db_session: AsyncSession, username: str, roles: Sequence[
 async def set_disabled(*, db_session: AsyncSession, username: str, disabled: bool) -> User:
     """Disable (revoking every sign-in) or re-enable an account."""
     user = await find_user_by_username(db_session=db_session, username=username)
-    if user is None:
+    if user is None or user.username_key == SYSTEM_USERNAME:
         raise NotFound(f"no user named {username}")
     user.disabled = disabled
     if disabled:
@@ -274,8 +282,13 @@ async def set_disabled(*, db_session: AsyncSession, username: str, disabled: boo
 
 
 async def list_users(*, db_session: AsyncSession, limit: int, cursor: str | None) -> Page[User]:
-    """Users by username, a page at a time."""
-    query = select(User).order_by(User.username_key).limit(limit + 1)
+    """Users by username, a page at a time (the system account left out)."""
+    query = (
+        select(User)
+        .where(User.username_key != SYSTEM_USERNAME)
+        .order_by(User.username_key)
+        .limit(limit + 1)
+    )
     if cursor is not None:
         after = decode_cursor(cursor, {"u"})
         query = query.where(User.username_key > str(after["u"]))
@@ -284,6 +297,43 @@ async def list_users(*, db_session: AsyncSession, limit: int, cursor: str | None
         encode_cursor({"u": users[limit - 1].username_key}) if len(users) > limit else None
     )
     return Page(items=users[:limit], next_cursor=next_cursor)
+
+
+async def ensure_system_user(*, db_session: AsyncSession) -> uuid.UUID:
+    """The id of the system account, made on first need (idempotent, safe under races)."""
+    found = await db_session.scalar(select(User.id).where(User.username_key == SYSTEM_USERNAME))
+    if found is not None:
+        return found
+    insert = (
+        postgresql_insert if db_session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    )
+    now = utcnow()
+    await db_session.execute(
+        insert(User)
+        .values(
+            id=new_id(),
+            username=SYSTEM_USERNAME,
+            username_key=SYSTEM_USERNAME,
+            email=SYSTEM_EMAIL,
+            email_key=SYSTEM_EMAIL,
+            display_name="Encore",
+            password_hash=_UNUSABLE_PASSWORD_HASH,
+            roles=[Role.listener.value],
+            disabled=True,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+    created = await db_session.scalar(select(User.id).where(User.username_key == SYSTEM_USERNAME))
+    assert created is not None
+    return created
+
+
+async def is_system_user(*, db_session: AsyncSession, user_id: uuid.UUID) -> bool:
+    """True when the id is the system account's."""
+    key = await db_session.scalar(select(User.username_key).where(User.id == user_id))
+    return key == SYSTEM_USERNAME
 
 
 async def user_is_active(*, db_session: AsyncSession, user_id: uuid.UUID) -> bool:

@@ -910,9 +910,88 @@ async def remove_collaborator(
     access = await _readable_playlist(db_session, playlist_id=playlist_id, viewer_id=viewer_id)
     if not (access.is_owner or viewer_id == user_id):
         raise Forbidden("only the playlist's owner may remove other collaborators")
+    if not access.is_owner and await auth_service.is_system_user(
+        db_session=db_session, user_id=access.playlist.owner_user_id
+    ):
+        raise Forbidden("a generated playlist is read-only to its listener")
     return await _delete_if_present(
         db_session,
         PlaylistCollaborator,
         PlaylistCollaborator.playlist_id == playlist_id,
         PlaylistCollaborator.user_id == user_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# System-owned playlists (generated for one listener by Encore itself)
+#
+# The system account owns them; the one listener each is for is its only collaborator, on a
+# private playlist that is not collaborative: so the normal access rules make it readable by
+# that listener alone (404 for everyone else) and read-only to them (403 for every change).
+
+
+async def create_system_playlist(
+    *,
+    db_session: AsyncSession,
+    owner_id: uuid.UUID,
+    listener_id: uuid.UUID,
+    name: str,
+    description: str,
+) -> uuid.UUID:
+    """Make a private playlist owned by the system account that only `listener_id` reads."""
+    read = await create_playlist(
+        db_session=db_session,
+        owner_id=owner_id,
+        new=PlaylistCreate(name=name, description=description, public=False, collaborative=False),
+    )
+    await _insert_if_absent(
+        db_session,
+        PlaylistCollaborator,
+        {"playlist_id": read.id, "user_id": listener_id, "added_at": utcnow()},
+    )
+    return read.id
+
+
+async def replace_system_playlist_tracks(
+    *,
+    db_session: AsyncSession,
+    playlist_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    track_ids: Sequence[uuid.UUID],
+    description: str | None = None,
+) -> str:
+    """Replace a system-owned playlist's tracks in place (same id); the new snapshot."""
+    playlist = await _begin_edit(
+        db_session, playlist_id=playlist_id, user_id=owner_id, if_match=None, owner_only=True
+    )
+    await db_session.execute(delete(PlaylistItem).where(PlaylistItem.playlist_id == playlist_id))
+    now = utcnow()
+    if track_ids:
+        await db_session.execute(
+            insert(PlaylistItem),
+            [
+                {
+                    "id": new_id(),
+                    "playlist_id": playlist_id,
+                    "position": position,
+                    "track_id": track_id,
+                    "added_by_user_id": owner_id,
+                    "added_at": now,
+                }
+                for position, track_id in enumerate(track_ids[:MAX_PLAYLIST_ITEMS])
+            ],
+        )
+    playlist.item_count = min(len(track_ids), MAX_PLAYLIST_ITEMS)
+    if description is not None:
+        playlist.description = description
+    await db_session.flush()
+    return snapshot_id(playlist.version)
+
+
+async def delete_system_playlist(
+    *, db_session: AsyncSession, playlist_id: uuid.UUID, owner_id: uuid.UUID
+) -> None:
+    """Delete a system-owned playlist that is no longer generated."""
+    await delete_playlist(
+        db_session=db_session, playlist_id=playlist_id, user_id=owner_id, if_match=None
     )

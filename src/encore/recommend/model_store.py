@@ -23,6 +23,7 @@ import orjson
 import structlog
 from implicit.als import AlternatingLeastSquares
 
+from encore.recommend.ann import ItemIndex
 from encore.recommend.training import (
     BM25Stats,
     FloatArray,
@@ -30,6 +31,7 @@ from encore.recommend.training import (
     TrainingParameters,
     fold_in_solver,
     normalized_rows,
+    top_k,
 )
 from encore.storage import BlobNotFound, BlobStore
 
@@ -37,6 +39,8 @@ logger = structlog.get_logger("encore.recommend.models")
 
 MODELS_PREFIX = "models/recommend/"
 METADATA_FILE = "metadata.json"
+DEFAULT_ANN_MIN_ITEMS = 200_000
+"""Catalogs at least this big are served through an ANN index; smaller ones scan exactly."""
 _ARRAYS = ("user_factors", "item_factors", "artist_factors", "item_idf", "item_artist")
 
 
@@ -120,6 +124,17 @@ async def load_artifact(store: BlobStore, version: str) -> ModelArtifact:
     )
 
 
+async def load_newest_model(
+    store: BlobStore, *, ann_min_items: int = DEFAULT_ANN_MIN_ITEMS
+) -> RecommendModel | None:
+    """The newest complete model in the store, built for serving; None before any training."""
+    versions = await list_versions(store)
+    if not versions:
+        return None
+    artifact = await load_artifact(store, versions[-1])
+    return await asyncio.to_thread(RecommendModel.from_artifact, artifact, ann_min_items)
+
+
 @dataclass
 class RecommendModel:
     """A loaded model with the lookups serving needs; never changed once built."""
@@ -134,14 +149,32 @@ class RecommendModel:
     solver: AlternatingLeastSquares
     # Fold-in solves in C with the GIL held briefly; one at a time keeps YtY's cache safe.
     solver_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Built with the model (so it is swapped with it) when the catalog is big enough.
+    ann: ItemIndex | None = None
 
     @property
     def version(self) -> str:
         """The artifact's version name."""
         return self.artifact.version
 
+    def top_item_rows(
+        self, vector: FloatArray, count: int, exclude: set[int] | None = None
+    ) -> IndexArray:
+        """Rows of the items with the highest inner product with `vector`, best first, leaving
+        out `exclude`: through the ANN index when there is one, else an exact scan."""
+        if self.ann is not None:
+            return self.ann.top_rows(vector, count, exclude)
+        scores = self.artifact.item_factors @ vector
+        if exclude:
+            scores[np.fromiter(exclude, dtype=np.int64, count=len(exclude))] = -np.inf
+        rows = top_k(scores, count)
+        finite: IndexArray = rows[np.isfinite(scores[rows])]
+        return finite
+
     @classmethod
-    def from_artifact(cls, artifact: ModelArtifact) -> RecommendModel:
+    def from_artifact(
+        cls, artifact: ModelArtifact, ann_min_items: int = DEFAULT_ANN_MIN_ITEMS
+    ) -> RecommendModel:
         """Build the serving lookups of an artifact (CPU work: run it off the event loop)."""
         known = {
             k: v
@@ -163,6 +196,11 @@ class RecommendModel:
             artist_index={artist: row for row, artist in enumerate(artifact.artist_ids)},
             unit_item_factors=normalized_rows(artifact.item_factors),
             solver=solver,
+            ann=(
+                ItemIndex(artifact.item_factors)
+                if len(artifact.item_ids) >= ann_min_items
+                else None
+            ),
         )
 
 
@@ -173,8 +211,9 @@ class ModelHolder:
     (one attribute assignment) never leaves a request with half of two models.
     """
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, *, ann_min_items: int = DEFAULT_ANN_MIN_ITEMS) -> None:
         self._store = store
+        self._ann_min_items = ann_min_items
         self.current: RecommendModel | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -187,7 +226,7 @@ class ModelHolder:
             artifact = await load_artifact(self._store, versions[-1])
         except BlobNotFound:
             return False  # deleted while read: the next poll picks the newest again
-        model = await asyncio.to_thread(RecommendModel.from_artifact, artifact)
+        model = await asyncio.to_thread(RecommendModel.from_artifact, artifact, self._ann_min_items)
         self.current = model
         logger.info("recommend_model_loaded", version=model.version, items=len(model.item_index))
         return True

@@ -1,4 +1,5 @@
-"""Recommendation tables: per-listener track interactions, applied event ids, radio stations."""
+"""Recommendation tables: per-listener track interactions, applied event ids, radio stations,
+generated playlists."""
 
 from __future__ import annotations
 
@@ -80,3 +81,20 @@ class RadioFeedback(Base):
     track_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     skips: Mapped[int] = mapped_column(Integer, default=0)
     likes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GeneratedPlaylist(Base):
+    """A playlist Encore generates for one listener (Discover Weekly, Daily Mix n): which
+    library playlist fills that slot, so every refresh replaces the same playlist's tracks."""
+
+    __tablename__ = "recommend_generated_playlists"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    # "discover_weekly", "daily_mix_1" … "daily_mix_3".
+    slot: Mapped[str] = mapped_column(String(32), primary_key=True)
+    playlist_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("playlists.id", ondelete="CASCADE"), unique=True
+    )
+    refreshed_at: Mapped[datetime] = mapped_column(default=utcnow)

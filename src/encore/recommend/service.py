@@ -554,12 +554,9 @@ async def recommend_for_user(
     vector = user_vector(model, listener.rows) if model is not None else None
     explore = int(limit * settings.recommend_exploration_share)
     if model is not None and vector is not None:
-        scores = model.artifact.item_factors @ vector
-        for track in listener.recent:
-            index = model.item_index.get(track)
-            if index is not None:
-                scores[index] = -np.inf
-        ranked = _ranked_ids(model, scores, limit * 20 + 50)
+        recent = {model.item_index[t] for t in listener.recent if t in model.item_index}
+        rows = model.top_item_rows(vector, limit * 20 + 50, recent)
+        ranked = [model.artifact.item_ids[i] for i in rows]
         head, tail = ranked[: limit * 5 + 20], ranked[limit * 5 + 20 :]
         # Exploration: a few tracks from further down the listener's ranking, so the model
         # hears about tracks it is unsure of instead of only confirming what it knows.

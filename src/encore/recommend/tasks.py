@@ -1,4 +1,4 @@
-"""Recommend workers: the event consumer and the scheduled training job."""
+"""Recommend workers: the event consumer, the scheduled training and playlist refresh jobs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from encore import bus
 from encore.bus.event_log import LoggedEvent
 from encore.config import Settings
 from encore.db import utcnow
-from encore.recommend import service
+from encore.recommend import generated, service
+from encore.recommend.model_store import load_newest_model
 
 logger = structlog.get_logger("encore.recommend")
 
@@ -23,6 +24,9 @@ RECOMMEND_CONSUMER = "recommend"
 TRAIN_JOB = "recommend_train"
 SCHEDULED_TRAINING = "scheduled"
 """Dedupe key of the next scheduled training run: at most one is ever queued."""
+REFRESH_PLAYLISTS_JOB = "recommend_refresh_playlists"
+SCHEDULED_REFRESH = "scheduled"
+"""Dedupe key of the next scheduled playlist refresh: at most one is ever queued."""
 
 
 class RecommendConsumer:
@@ -30,6 +34,9 @@ class RecommendConsumer:
 
     def __init__(self, *, settings: Settings) -> None:
         self._interval = timedelta(seconds=settings.recommend_train_interval_seconds)
+        self._refresh_interval = timedelta(
+            seconds=settings.recommend_playlists_refresh_interval_seconds
+        )
 
     async def __call__(self, batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
         """Apply a batch (each event once) in the consumer's transaction."""
@@ -42,6 +49,14 @@ class RecommendConsumer:
                 payload={},
                 dedupe_key=SCHEDULED_TRAINING,
                 run_after=utcnow() + self._interval,
+            )
+            # Generated playlists are refreshed on the same terms, on their own interval.
+            await bus.enqueue_job(
+                db_session=db_session,
+                kind=REFRESH_PLAYLISTS_JOB,
+                payload={},
+                dedupe_key=SCHEDULED_REFRESH,
+                run_after=utcnow() + self._refresh_interval,
             )
 
 
@@ -60,4 +75,14 @@ async def train_recommendations(payload: dict[str, Any], context: bus.JobContext
         users=artifact.metadata["users"],
         items=artifact.metadata["items"],
         metrics=artifact.metadata["metrics"],
+    )
+
+
+async def refresh_playlists(payload: dict[str, Any], context: bus.JobContext) -> None:
+    """The playlist job: refresh every listener's Discover Weekly and Daily Mixes."""
+    model = await load_newest_model(
+        context.store, ann_min_items=context.settings.recommend_ann_min_items
+    )
+    await generated.refresh_generated_playlists(
+        session_factory=context.session_factory, model=model
     )
