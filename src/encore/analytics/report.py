@@ -164,14 +164,13 @@ def artist_tables(stats: EntityStats) -> list[Table]:
             end_section=bucket is not None and bucket is stats.series[-1],
         )
     top = Table(title="Top tracks")
-    for column in ("#", "track", "streams", "listeners", "hours"):
+    for column in ("#", "track", "streams", "hours"):
         top.add_column(column, justify="left" if column == "track" else "right")
     for rank, track in enumerate(stats.top_tracks, start=1):
         top.add_row(
             str(rank),
             track.title or str(track.track_id),
             f"{track.streams:,}",
-            f"{track.listeners:,}",
             f"{track.ms_played / 3_600_000:,.1f}",
         )
     return [

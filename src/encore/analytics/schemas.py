@@ -69,7 +69,6 @@ class TopTrack(BaseModel):
     track_id: uuid.UUID
     title: str | None
     streams: int
-    listeners: int
     ms_played: int
 
 

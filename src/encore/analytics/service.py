@@ -261,31 +261,17 @@ async def _top_tracks(
             .limit(limit)
         )
     ).all()
+    # Listeners per top track are left out: for a popular artist they cost more than all of
+    # the rest of the statistics (a DISTINCT over every listener row of each track).
     top_ids = [row.track_id for row in ranked if row.streams > 0]
     if not top_ids:
         return []
-    listeners = dict(
-        (
-            await db_session.execute(
-                select(
-                    DailyTrackListener.track_id,
-                    func.count(func.distinct(DailyTrackListener.user_id)),
-                )
-                .where(
-                    DailyTrackListener.track_id.in_(top_ids),
-                    *_listener_days(db_session, DailyTrackListener, from_date, to_date),
-                )
-                .group_by(DailyTrackListener.track_id)
-            )
-        ).all()
-    )
     tracks = await catalog_service.get_tracks(db_session=db_session, track_ids=top_ids)
     return [
         TopTrack(
             track_id=row.track_id,
             title=tracks[row.track_id].title if row.track_id in tracks else None,
             streams=int(row.streams),
-            listeners=int(listeners.get(row.track_id, 0)),
             ms_played=int(row.ms_played),
         )
         for row in ranked
