@@ -160,7 +160,7 @@ def open_sandbox(lake: Path, limits: LakeLimits) -> duckdb.DuckDBPyConnection:
     try:
         connection.execute("SET TimeZone = 'UTC'")
         if any(lake.glob("date=*/hour=*/*.parquet")):
-            pattern = _sql_path(lake / "**" / "*.parquet")
+            pattern = _sql_path(lake.resolve() / "**" / "*.parquet")
             options = "hive_partitioning = true, union_by_name = true, " + (
                 "hive_types = {'date': DATE, 'hour': INTEGER}"
             )
