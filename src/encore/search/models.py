@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import uuid
 
-from sqlalchemy import Boolean, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from encore.db import Base
@@ -47,3 +47,14 @@ class SearchDocument(Base):
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (Index("ix_search_documents_kind", "kind"),)
+
+
+class SearchRevision(Base):
+    """One row counting changes of the search documents (bumped by triggers)."""
+
+    __tablename__ = "search_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

@@ -5,9 +5,17 @@ Candidates come from a trigram index of each kind's documents (FTS5 on SQLite, p
 PostgreSQL), by the same probes on both:
 
 - every word must start a word of the document (`" radioh"`), the last word as a prefix;
-- when that finds too little, a word may also carry one typo: for each place in the word, the
-  text left and right of a two-character gap must both be there (" nir" and "vna " for
-  "nirvna"), which every single insertion, deletion, substitution or transposition leaves.
+- when nothing has every word as typed, each word of 4+ letters is corrected against the
+  vocabulary of that kind's documents (every distinct word with its document frequency, kept
+  in memory per process and reloaded when `search_revision`, bumped by triggers on every
+  document write from any process, changes): the closest words within one edit (two from 8
+  letters; for the word being typed, also words whose start is one edit away), and the
+  documents must then contain, per query word, the word as typed or one of its corrections as
+  a whole word; failing that, all words but one.
+
+Words in a fifth or more of a kind's documents ("the", "of") are left out of the index filter
+when a rarer word is in the query (reading their postings is what made queries slow), and
+left to ranking.
 
 The candidates are then ranked in Python: per query word the closest document word by
 optimal-string-alignment distance (rapidfuzz), words of the name weighing more than words of
@@ -18,19 +26,25 @@ Other domains use it as `from encore.search import service as search_service`.
 
 from __future__ import annotations
 
+import time
 import uuid
+import weakref
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import accumulate
 
 import numpy as np
-from rapidfuzz.distance import OSA
+from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA, Indel
 from rapidfuzz.process import cdist
-from sqlalchemy import Text, Uuid, bindparam, text
+from sqlalchemy import Engine, Text, Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore.catalog import service as catalog_service
 from encore.library import service as library_service
-from encore.search.models import SearchKind
+from encore.search.models import SearchKind, SearchRevision
 
 MAX_QUERY_CHARS = 200
 MAX_QUERY_WORDS = 8
@@ -40,12 +54,23 @@ MAX_WORD_CHARS = 40
 CANDIDATE_LIMIT = 300
 # Words shorter than this are matched exactly: one edit in three letters is another word.
 MIN_TYPO_WORD_CHARS = 4
-# A typo probe must keep this many letters of the word, or it matches half the catalog.
-MIN_PROBE_LETTERS = 3
 # Candidates read per stage when typos are allowed; ranked in Python, vectorized.
 TYPO_CANDIDATE_LIMIT = 500
-# Relevance of a document that has every query word as typed (or as a prefix of a word).
-AS_TYPED_RELEVANCE = 0.9
+# A query word in more documents than this share of its kind (and at least this many) is
+# left out of the index filter when a rarer word is there, and left to ranking: " the" or
+# " of" would make the index read most of its postings for nothing.
+COMMON_WORD_SHARE = 0.2
+COMMON_WORD_DOCUMENTS = 2_000
+# Corrections tried per query word: the closest, then the most frequent, vocabulary words.
+MAX_CORRECTIONS = 6
+# How often a process at most re-reads the vocabulary after another write: bursts of catalog
+# writes cost one reload a second, and corrections see new words within about a second.
+VOCABULARY_RELOAD_SECONDS = 1.0
+# For documents that match the query only in part (a typo, a word prefix, another field), how
+# much closeness of the whole name to the query counts: among documents that match the same
+# corrected words, "the grden" prefers "The Garden" to "Garden of the Silver River" and to
+# "The Green". Documents with every word as typed tie, for popularity to order them.
+_CLOSENESS_WEIGHT = 0.05
 _NAME_WEIGHT = 1.0
 _CONTEXT_WEIGHT = 0.8
 
@@ -88,59 +113,21 @@ def parse_query(raw: str) -> SearchQuery:
     return SearchQuery(words=words, last_is_prefix=last_is_prefix)
 
 
-def _word_probes(word: str, *, complete: bool, typos: bool) -> tuple[list[tuple[str, ...]], bool]:
-    # Each probe is a set of substrings a matching document must all contain. Documents are
-    # " word word … " so a leading space anchors a word's start and a trailing one its end.
-    # Also answers whether the probes cover a typo anywhere in the word.
-    probes: list[tuple[str, ...]] = [(f" {word}",)]
-    if not typos or len(word) < MIN_TYPO_WORD_CHARS:
-        return probes, not typos
-    end = " " if complete else ""
-    covered = True
-    for at in range(len(word)):
-        # A character inserted or replaced at `at`, or one missing there: the text on either
-        # side of it is intact.
-        left = f" {word[:at]}"
-        right = f"{word[at + 1 :]}{end}"
-        pieces = tuple(piece for piece in (left, right) if len(piece) >= 3)
-        letters = sum(len(piece.strip()) for piece in pieces)
-        if letters < MIN_PROBE_LETTERS:
-            # Too little left of the word for the index to tell it apart: a typo here is
-            # found only through the other words (or the all-but-one stage).
-            covered = False
-        elif pieces not in probes:
-            probes.append(pieces)
-    for at in range(len(word) - 1):
-        # Two neighbours swapped: undo the swap and look for the word as such.
-        swapped = f" {word[:at]}{word[at + 1]}{word[at]}{word[at + 2 :]}{end}"
-        if (swapped,) not in probes:
-            probes.append((swapped,))
-    return probes, covered
-
-
 WordProbes = list[tuple[str, ...]]
-"""The alternative probes of one word: a document matches the word if it matches any."""
+"""The alternative probes of one word: a document matches the word if it matches any.
+
+Each probe is a set of substrings a matching document must all contain. Documents are
+" word word … " so a leading space anchors a word's start and a trailing one its end.
+"""
 
 
-def query_probes(
-    query: SearchQuery, *, typos: bool, keep_uncovered: bool = False
-) -> list[WordProbes]:
-    """Per word the index can filter on, the alternative probes that may match it.
+def query_probes(query: SearchQuery) -> list[WordProbes]:
+    """Per word the index can filter on, the probe of the word as typed (a word's start).
 
     Words under two characters are left to ranking (the index needs three characters, a
-    space included). With typos, a short word whose middle a typo could hide from every
-    probe is left to ranking too (unless keep_uncovered, or it is the only word).
+    space included).
     """
-    usable: list[tuple[WordProbes, bool]] = []
-    for index, word in enumerate(query.words):
-        complete = index < len(query.words) - 1 or not query.last_is_prefix
-        if len(word) + 1 < 3:
-            continue
-        usable.append(_word_probes(word, complete=complete, typos=typos))
-    filtering = [probes for probes, covered in usable if covered or keep_uncovered]
-    if filtering:
-        return filtering
-    return [probes for probes, _ in usable]
+    return [[(f" {word}",)] for word in query.words if len(word) + 1 >= 3]
 
 
 def all_but_one(words: Sequence[WordProbes]) -> list[list[WordProbes]]:
@@ -173,6 +160,164 @@ def like_pattern(probe: tuple[str, ...]) -> str:
         piece.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for piece in probe
     ]
     return "%" + "%".join(escaped) + "%"
+
+
+@dataclass(slots=True)
+class Vocabulary:
+    """The distinct words of each kind's documents, with how many documents hold each."""
+
+    frequencies: dict[str, Counter[str]] = field(default_factory=dict)
+    documents: Counter[str] = field(default_factory=Counter)
+    # Per kind and word length, the words: a word is compared only with words of near length.
+    by_length: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+    # Per kind, the words in order and the running sum of their frequencies: how many
+    # documents a word start may match, by two bisections.
+    ordered: dict[str, tuple[list[str], list[int]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_documents(cls, rows: Sequence[tuple[str, str]]) -> Vocabulary:
+        """Build from (kind, doc) rows."""
+        frequencies: dict[str, Counter[str]] = {}
+        documents: Counter[str] = Counter()
+        for kind, doc in rows:
+            frequencies.setdefault(kind, Counter()).update(set(doc.split()))
+            documents[kind] += 1
+        by_length: dict[str, dict[int, list[str]]] = {}
+        ordered: dict[str, tuple[list[str], list[int]]] = {}
+        for kind, counts in frequencies.items():
+            lengths: dict[int, list[str]] = {}
+            for word in counts:
+                lengths.setdefault(len(word), []).append(word)
+            by_length[kind] = lengths
+            words = sorted(counts)
+            ordered[kind] = (words, [0, *accumulate(counts[word] for word in words)])
+        return cls(
+            frequencies=frequencies, documents=documents, by_length=by_length, ordered=ordered
+        )
+
+    def probe_frequency(self, kind: SearchKind, probe: tuple[str, ...]) -> int:
+        """At most how many documents of this kind a probe (" word " or " start") matches."""
+        words, running = self.ordered.get(kind.value, ([], [0]))
+        piece = probe[0]
+        if piece.endswith(" "):
+            return self.frequencies.get(kind.value, Counter())[piece.strip()]
+        start = piece.strip()
+        low = bisect_left(words, start)
+        high = bisect_left(words, start + "\U0010ffff", lo=low)
+        return running[high] - running[low]
+
+    def corrections(self, kind: SearchKind, word: str, *, prefix: bool) -> list[str]:
+        """Words of this kind within the edits a word of this length may carry, best first.
+
+        Closest first (optimal string alignment, then insertions and deletions over
+        substitutions, which a one-letter slip more often is), then the most frequent. With
+        prefix, also words whose start is that close (the word is still being typed).
+        """
+        allowed = _allowed_edits(word)
+        counts = self.frequencies.get(kind.value)
+        if allowed == 0 or not counts:
+            return []
+        lengths = self.by_length[kind.value]
+        found: dict[str, int] = {}
+        longest = max(lengths) if prefix else len(word) + allowed
+        for length in range(max(1, len(word) - allowed), longest + 1):
+            for candidate in lengths.get(length, ()):
+                distance = OSA.distance(word, candidate, score_cutoff=allowed)
+                if prefix and distance > allowed and length >= len(word):
+                    # Its start, one letter shorter, as long, or one longer than the word.
+                    distance = min(
+                        OSA.distance(word, candidate[: len(word) + shift], score_cutoff=allowed)
+                        for shift in (-1, 0, 1)
+                    )
+                if distance <= allowed and candidate != word:
+                    found[candidate] = distance
+        ranked = sorted(
+            found,
+            key=lambda candidate: (
+                found[candidate],
+                Indel.distance(word, candidate[: len(word) + allowed] if prefix else candidate),
+                -counts[candidate],
+                candidate,
+            ),
+        )
+        return ranked[:MAX_CORRECTIONS]
+
+
+@dataclass(slots=True)
+class _CachedVocabulary:
+    revision: int
+    loaded_at: float
+    vocabulary: Vocabulary
+
+
+# Per engine (a database), the vocabulary its documents had at a revision.
+_vocabularies: weakref.WeakKeyDictionary[Engine, _CachedVocabulary] = weakref.WeakKeyDictionary()
+
+
+async def read_search_revision(*, db_session: AsyncSession) -> int:
+    """The search documents' change counter (bumped by triggers on every write)."""
+    revision = await db_session.scalar(
+        select(SearchRevision.revision).where(SearchRevision.id == 1)
+    )
+    return revision or 0
+
+
+async def get_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
+    """This database's vocabulary, reloaded when the documents changed (at most once a second)."""
+    bind = db_session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    cached = _vocabularies.get(engine)
+    now = time.monotonic()
+    if cached is not None and now - cached.loaded_at < VOCABULARY_RELOAD_SECONDS:
+        return cached.vocabulary
+    revision = await read_search_revision(db_session=db_session)
+    if cached is not None and cached.revision == revision:
+        cached.loaded_at = now
+        return cached.vocabulary
+    # Private playlists' words too: a correction only widens what is looked for, and the
+    # candidates are filtered by visibility as ever.
+    rows = (await db_session.execute(text("SELECT kind, doc FROM search_documents"))).all()
+    vocabulary = Vocabulary.from_documents([(row.kind, row.doc) for row in rows])
+    _vocabularies[engine] = _CachedVocabulary(
+        revision=revision, loaded_at=time.monotonic(), vocabulary=vocabulary
+    )
+    return vocabulary
+
+
+def corrected_probes(
+    query: SearchQuery, vocabulary: Vocabulary, kind: SearchKind
+) -> list[WordProbes]:
+    """Per word the index can filter on: the word as typed, or any of its corrections."""
+    words: list[WordProbes] = []
+    for index, word in enumerate(query.words):
+        if len(word) + 1 < 3:
+            continue
+        prefix = index == len(query.words) - 1 and query.last_is_prefix
+        alternatives: WordProbes = [(f" {word}",) if prefix else (f" {word} ",)]
+        alternatives += [
+            (f" {correction} ",) for correction in vocabulary.corrections(kind, word, prefix=prefix)
+        ]
+        words.append(alternatives)
+    return words
+
+
+def selective_words(
+    words: Sequence[WordProbes], vocabulary: Vocabulary, kind: SearchKind
+) -> list[WordProbes]:
+    """The words worth filtering on: all but the common ones, and always the rarest."""
+    if len(words) < 2:
+        return list(words)
+    frequency = [
+        sum(vocabulary.probe_frequency(kind, probe) for probe in alternatives)
+        for alternatives in words
+    ]
+    common = max(COMMON_WORD_DOCUMENTS, COMMON_WORD_SHARE * vocabulary.documents[kind.value])
+    rarest = min(range(len(words)), key=frequency.__getitem__)
+    return [
+        alternatives
+        for index, alternatives in enumerate(words)
+        if index == rarest or frequency[index] <= common
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +407,10 @@ def _vocabulary_scores(query: SearchQuery, vocabulary: list[str]) -> np.ndarray:
 
 
 def rank_candidates(query: SearchQuery, names: Sequence[str], docs: Sequence[str]) -> list[float]:
-    """Relevance of each document (name, doc) to the query: 0 (no match) to 1.2 (exact name)."""
+    """Relevance of each document (name, doc) to the query: 0 (no match) to 1.2 (exact name).
+
+    Below a full match, the similarity of the whole name to the query adds a little.
+    """
     if not names or not query.words:
         return [0.0] * len(names)
     split_docs = [doc.split() for doc in docs]
@@ -294,6 +442,14 @@ def rank_candidates(query: SearchQuery, names: Sequence[str], docs: Sequence[str
         ],
         dtype=np.float32,
     )
+    partial = relevance < 1.0
+    bonus += np.array(
+        [
+            _CLOSENESS_WEIGHT * fuzz.ratio(folded_query, name) / 100 if part else 0.0
+            for name, part in zip(names, partial, strict=True)
+        ],
+        dtype=np.float32,
+    )
     return [float(value) for value in relevance + bonus]
 
 
@@ -315,24 +471,23 @@ async def search_kind(
     viewer_id: uuid.UUID | None,
 ) -> tuple[list[SearchHit], bool]:
     """One page of hits of one kind, best first, and whether more follow."""
-    exact = query_probes(query, typos=False)
-    if not exact:
+    if not query_probes(query):
         return [], False
-    # From strict to lenient, stopping once there is enough to rank: every word as typed;
-    # every word with a typo allowed; every word but one (one word mistyped beyond the
-    # probes, or not in the document at all).
-    stages: list[list[list[WordProbes]]] = [[exact], [query_probes(query, typos=True)]]
-    loose = query_probes(query, typos=True, keep_uncovered=True)
-    if len(loose) > 1:
-        stages.append(all_but_one(loose))
+    vocabulary = await get_vocabulary(db_session=db_session)
+    exact = selective_words(query_probes(query), vocabulary, kind)
+    # From strict to lenient, stopping once something matches: every word as typed; every
+    # word as typed or corrected against the vocabulary; all those words but one (a word
+    # mistyped beyond correction, or not in the document at all).
     candidates: list[_Candidate] = []
     relevance: list[float] = []
     seen: set[uuid.UUID] = set()
-    for stage, groups in enumerate(stages):
+    stage = 0
+    stages: list[list[list[WordProbes]]] = [[exact]]
+    while stage < len(stages):
         found = await _candidates(
             db_session,
             kind=kind,
-            groups=groups,
+            groups=stages[stage],
             viewer_id=viewer_id,
             limit=CANDIDATE_LIMIT if stage == 0 else TYPO_CANDIDATE_LIMIT,
         )
@@ -340,10 +495,17 @@ async def search_kind(
         seen.update(candidate.entity_id for candidate in fresh)
         candidates += fresh
         relevance += rank_candidates(query, [c.name for c in fresh], [c.doc for c in fresh])
-        # Something matches every word as typed: guessing typos would only add worse matches
-        # (and is what costs most).
-        if any(score >= AS_TYPED_RELEVANCE for score in relevance):
+        # Something matches every word (as typed, or corrected): guessing further would only
+        # add worse matches.
+        if any(score > 0 for score in relevance):
             break
+        if stage == 0:
+            corrected = selective_words(corrected_probes(query, vocabulary, kind), vocabulary, kind)
+            if corrected:
+                stages.append([corrected])
+                if len(corrected) > 1:
+                    stages.append(all_but_one(corrected))
+        stage += 1
     scored = sorted(
         (
             (round(score, 3), candidate)

@@ -14,6 +14,7 @@ from sqlalchemy import delete, insert, update
 from encore.catalog import service as catalog_service
 from encore.catalog.models import Album, AlbumType, Artist, Track, TrackArtist, TrackStatus
 from encore.db import new_id, utcnow
+from encore.search import service as search_service
 from tests.fixtures.library import PROBLEM, SmallCatalog, add_releases, listener
 from tests.fixtures.oauth import asgi_client, resources_of
 
@@ -303,3 +304,30 @@ async def test_the_index_follows_catalog_writes_of_every_kind(
         await db_session.commit()
     assert (await _search(client, "svefn", "track"))["tracks"]["items"] == []
     assert (await _search(client, "byrjun", "album"))["albums"]["items"] == []
+
+
+async def test_corrections_follow_writes_made_elsewhere(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    catalog: SmallCatalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The vocabulary is reloaded when the documents' counter moved; no second's wait here.
+    monkeypatch.setattr(search_service, "VOCABULARY_RELOAD_SECONDS", 0.0)
+    assert (await _search(client, "sigr ros", "artist"))["artists"]["items"] == []
+    # A bulk Core insert, as another process or a bulk load makes: only the triggers see it.
+    async with resources_of(app).session_factory() as db_session:
+        await db_session.execute(
+            insert(Artist),
+            [
+                {
+                    "id": new_id(),
+                    "name": "Sigur Rós",
+                    "name_key": catalog_service.name_key("Sigur Rós"),
+                    "sort_name": "sigur ros",
+                    "created_at": utcnow(),
+                }
+            ],
+        )
+        await db_session.commit()
+    assert _names((await _search(client, "sigr ros", "artist"))["artists"]) == ["Sigur Rós"]

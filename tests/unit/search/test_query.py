@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from encore.search.models import SearchKind
 from encore.search.service import (
     MAX_QUERY_WORDS,
     SearchQuery,
+    Vocabulary,
     all_but_one,
+    corrected_probes,
     fts5_expression,
     like_pattern,
     parse_query,
@@ -21,21 +24,31 @@ def test_queries_are_folded_bounded_and_stripped_of_control_characters() -> None
     assert parse_query("\x00\x01").words == ()
 
 
-def test_typo_probes_keep_the_text_around_each_possible_edit() -> None:
-    (probes,) = query_probes(SearchQuery(("nirvna",), False), typos=True)
-    assert (" nirvna",) in probes
-    # "nirvana" with an "a" missing after "nirv": its start is still there.
-    assert (" nirv",) in probes
-    # One letter wrong in the middle: the text on both sides of it is still there.
-    assert (" nir", "na ") in probes
-    # Transpositions are undone: "nirvna" -> " nirvan ".
-    assert (" nirvan ",) in probes
-    (exact,) = query_probes(SearchQuery(("nirvna",), True), typos=False)
-    assert exact == [(" nirvna",)]
+def test_the_vocabulary_corrects_a_word_to_the_closest_then_most_frequent_words() -> None:
+    vocabulary = Vocabulary.from_documents(
+        [
+            ("track", " the garden "),
+            ("track", " the green "),
+            ("track", " the green mile "),
+            ("artist", " nirvana "),
+            ("artist", " radiohead "),
+        ]
+    )
+    # A letter left out is likelier than one replaced: "garden" before the more frequent "green".
+    assert vocabulary.corrections(SearchKind.track, "grden", prefix=False) == ["garden", "green"]
+    assert vocabulary.corrections(SearchKind.artist, "nirvna", prefix=False) == ["nirvana"]
+    # Still being typed: words whose start is one edit away.
+    assert vocabulary.corrections(SearchKind.artist, "radoih", prefix=True) == ["radiohead"]
+    assert vocabulary.corrections(SearchKind.artist, "radoih", prefix=False) == []
+    # Three letters are matched exactly; other kinds' words are not offered.
+    assert vocabulary.corrections(SearchKind.track, "thr", prefix=False) == []
+    assert vocabulary.corrections(SearchKind.album, "grden", prefix=False) == []
+    probes = corrected_probes(parse_query("the grden"), vocabulary, SearchKind.track)
+    assert probes == [[(" the ",)], [(" grden",), (" garden ",), (" green ",)]]
 
 
 def test_words_too_short_for_the_index_are_left_to_ranking() -> None:
-    assert query_probes(SearchQuery(("a", "beatles"), False), typos=False) == [[(" beatles",)]]
+    assert query_probes(SearchQuery(("a", "beatles"), False)) == [[(" beatles",)]]
 
 
 def test_fts5_expressions_quote_every_piece() -> None:
