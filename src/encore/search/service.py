@@ -61,6 +61,9 @@ TYPO_CANDIDATE_LIMIT = 500
 # " of" would make the index read most of its postings for nothing.
 COMMON_WORD_SHARE = 0.2
 COMMON_WORD_DOCUMENTS = 2_000
+# Words the index filters on at most, the rarest: two rare words leave few documents, and each
+# further word costs the index a walk through its postings; ranking weighs every word.
+MAX_FILTER_WORDS = 2
 # Corrections tried per query word: the closest, then the most frequent, vocabulary words.
 MAX_CORRECTIONS = 6
 # How often a process at most re-reads the vocabulary after another write: bursts of catalog
@@ -287,16 +290,26 @@ async def get_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
 def corrected_probes(
     query: SearchQuery, vocabulary: Vocabulary, kind: SearchKind
 ) -> list[WordProbes]:
-    """Per word the index can filter on: the word as typed, or any of its corrections."""
-    words: list[WordProbes] = []
+    """Per word the index can filter on: the word as typed, or any of its corrections.
+
+    Words found as typed are not corrected, unless every word is (then one of them is a
+    misspelling that is another real word).
+    """
+    typed: list[tuple[str, bool, tuple[str, ...]]] = []
     for index, word in enumerate(query.words):
         if len(word) + 1 < 3:
             continue
         prefix = index == len(query.words) - 1 and query.last_is_prefix
-        alternatives: WordProbes = [(f" {word}",) if prefix else (f" {word} ",)]
-        alternatives += [
-            (f" {correction} ",) for correction in vocabulary.corrections(kind, word, prefix=prefix)
-        ]
+        typed.append((word, prefix, (f" {word}",) if prefix else (f" {word} ",)))
+    known = [vocabulary.probe_frequency(kind, probe) > 0 for _, _, probe in typed]
+    words: list[WordProbes] = []
+    for (word, prefix, probe), found in zip(typed, known, strict=True):
+        alternatives: WordProbes = [probe]
+        if not found or all(known):
+            alternatives += [
+                (f" {correction} ",)
+                for correction in vocabulary.corrections(kind, word, prefix=prefix)
+            ]
         words.append(alternatives)
     return words
 
@@ -304,7 +317,7 @@ def corrected_probes(
 def selective_words(
     words: Sequence[WordProbes], vocabulary: Vocabulary, kind: SearchKind
 ) -> list[WordProbes]:
-    """The words worth filtering on: all but the common ones, and always the rarest."""
+    """The words worth filtering on: the rarest ones, none of the common ones unless alone."""
     if len(words) < 2:
         return list(words)
     frequency = [
@@ -312,12 +325,12 @@ def selective_words(
         for alternatives in words
     ]
     common = max(COMMON_WORD_DOCUMENTS, COMMON_WORD_SHARE * vocabulary.documents[kind.value])
-    rarest = min(range(len(words)), key=frequency.__getitem__)
-    return [
-        alternatives
-        for index, alternatives in enumerate(words)
-        if index == rarest or frequency[index] <= common
+    by_rarity = sorted(range(len(words)), key=frequency.__getitem__)
+    kept = [by_rarity[0]] + [
+        index for index in by_rarity[1:MAX_FILTER_WORDS] if frequency[index] <= common
     ]
+    # In query order, as typed.
+    return [words[index] for index in sorted(kept)]
 
 
 @dataclass(frozen=True, slots=True)
