@@ -3,8 +3,9 @@ and typo recall@5 on 1,000 one-edit misspellings, on SQLite and PostgreSQL.
 
 Measured in-process, through the search service (the SQL, the typo corrections against the
 in-memory vocabulary, the ranking, the popularity look-up) for the three catalog kinds a
-default `/v1/search` asks for, one session per query as a request has. References in the same run and session: a `SELECT 1` round trip and a track read
-by primary key. Run with `python -m bench.search` (`make bench`).
+default `/v1/search` asks for, one session per query as a request has. References in the
+same run and session: a `SELECT 1` round trip and a track read by primary key. Run with
+`python -m bench.search` (`make bench`).
 """
 
 from __future__ import annotations
