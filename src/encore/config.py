@@ -233,7 +233,9 @@ class Settings(BaseSettings):
     )
     analytics_lake_cache_dir: str = Field(
         "./var/lake-cache",
-        description="Where lake files of an S3 store are copied for DuckDB (file:// reads in place).",
+        description=(
+            "Where lake files of an S3 store are copied for DuckDB (file:// reads in place)."
+        ),
     )
     recommend_train_interval_seconds: float = Field(
         3600.0,
