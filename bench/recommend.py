@@ -47,12 +47,28 @@ def _percentiles(samples: list[float]) -> str:
     return f"p50 {np.percentile(values, 50):.2f} ms, p99 {np.percentile(values, 99):.2f} ms"
 
 
+def structured_factors(
+    items: int, factors: int, requests: int, tastes: int = 2000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Item and user factors shaped like trained ones: tastes (scenes, genres) as centres, a
+    decaying spectrum, items scattered around a centre with log-normal norms (popularity),
+    listeners as a blend of three tastes. Unstructured Gaussian factors are no model of a
+    trained catalog: no index beats a scan on them (recall@50 0.05-0.34 measured)."""
+    rng = np.random.default_rng(1)
+    spectrum = (1.0 / np.sqrt(np.arange(1, factors + 1))).astype(np.float32)
+    centres = rng.standard_normal((tastes, factors), dtype=np.float32) * spectrum
+    noise = rng.standard_normal((items, factors), dtype=np.float32) * spectrum
+    item_factors = centres[rng.integers(0, tastes, items)] + 0.5 * noise
+    item_factors *= rng.lognormal(0.0, 0.3, items).astype(np.float32)[:, None]
+    blend = centres[rng.integers(0, tastes, (requests, 3))].mean(axis=1)
+    users = blend + 0.2 * rng.standard_normal((requests, factors), dtype=np.float32)
+    return item_factors.astype(np.float32), users.astype(np.float32)
+
+
 def bench_serving(items: int = 1_000_000, factors: int = 128, requests: int = 300) -> None:
     """Top-50 for a user vector over 1M item factors: exact, through the ANN index, and a bare
     numpy reference; recall@50 of the ANN answers against the exact ones."""
-    rng = np.random.default_rng(1)
-    item_factors = rng.standard_normal((items, factors), dtype=np.float32)
-    users = rng.standard_normal((requests, factors), dtype=np.float32)
+    item_factors, users = structured_factors(items, factors, requests)
     encore, bare, exact_answers = [], [], []
     for vector in users:
         started = time.perf_counter()
