@@ -39,8 +39,8 @@ logger = structlog.get_logger("encore.recommend.models")
 
 MODELS_PREFIX = "models/recommend/"
 METADATA_FILE = "metadata.json"
-DEFAULT_ANN_MIN_ITEMS = 200_000
-"""Catalogs at least this big are served through an ANN index; smaller ones scan exactly."""
+DEFAULT_ANN_MIN_ITEMS = 0
+"""Catalogs at least this big are served through an ANN index (0: never; exact scans only)."""
 _ARRAYS = ("user_factors", "item_factors", "artist_factors", "item_idf", "item_artist")
 
 
@@ -198,7 +198,7 @@ class RecommendModel:
             solver=solver,
             ann=(
                 ItemIndex(artifact.item_factors)
-                if len(artifact.item_ids) >= ann_min_items
+                if ann_min_items > 0 and len(artifact.item_ids) >= ann_min_items
                 else None
             ),
         )
