@@ -723,18 +723,13 @@ async def remove_tracks(
     playlist = await _begin_edit(
         db_session, playlist_id=playlist_id, user_id=user_id, if_match=if_match, owner_only=False
     )
-    found = dict(
-        (
-            await db_session.execute(
-                select(PlaylistItem.position, PlaylistItem.track_id).where(
-                    PlaylistItem.playlist_id == playlist_id,
-                    PlaylistItem.position.in_(positions),
-                )
-            )
+    rows = await db_session.execute(
+        select(PlaylistItem.position, PlaylistItem.track_id).where(
+            PlaylistItem.playlist_id == playlist_id,
+            PlaylistItem.position.in_(positions),
         )
-        .tuples()
-        .all()
     )
+    found = {position: track_id for position, track_id in rows}
     for item in items:
         actual = found.get(item.position)
         if actual != item.track_id:
