@@ -221,19 +221,42 @@ class Vocabulary:
         if allowed == 0 or not counts:
             return []
         lengths = self.by_length[kind.value]
-        found: dict[str, int] = {}
         longest = max(lengths) if prefix else len(word) + allowed
-        for length in range(max(1, len(word) - allowed), longest + 1):
-            for candidate in lengths.get(length, ()):
-                distance = OSA.distance(word, candidate, score_cutoff=allowed)
-                if prefix and distance > allowed and length >= len(word):
-                    # Its start, one letter shorter, as long, or one longer than the word.
-                    distance = min(
-                        OSA.distance(word, candidate[: len(word) + shift], score_cutoff=allowed)
-                        for shift in (-1, 0, 1)
-                    )
-                if distance <= allowed and candidate != word:
-                    found[candidate] = distance
+        pool = [
+            candidate
+            for length in range(max(1, len(word) - allowed), longest + 1)
+            for candidate in lengths.get(length, ())
+        ]
+        # Distances in one call into rapidfuzz's C code, not one Python call per word: a
+        # vocabulary has tens of thousands of words (values past the cutoff are cutoff + 1).
+        distances = cdist(
+            [word], pool, scorer=OSA.distance, score_cutoff=allowed, dtype=np.int32, workers=1
+        )[0]
+        if prefix:
+            # Its start, one letter shorter, as long, or one longer than the word.
+            longer = [
+                index
+                for index in np.flatnonzero(distances > allowed)
+                if len(pool[index]) >= len(word)
+            ]
+            for shift in (-1, 0, 1):
+                starts = [pool[index][: len(word) + shift] for index in longer]
+                if starts:
+                    shifted = cdist(
+                        [word],
+                        starts,
+                        scorer=OSA.distance,
+                        score_cutoff=allowed,
+                        dtype=np.int32,
+                        workers=1,
+                    )[0]
+                    for position, index in enumerate(longer):
+                        distances[index] = min(distances[index], shifted[position])
+        found: dict[str, int] = {
+            pool[index]: int(distances[index])
+            for index in np.flatnonzero(distances <= allowed)
+            if pool[index] != word
+        }
         ranked = sorted(
             found,
             key=lambda candidate: (
