@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import structlog
-from sqlalchemy import Table, and_, func, literal_column, or_, select, tuple_, update
+from sqlalchemy import Table, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -287,24 +287,6 @@ class DatabaseEventLog:
 
     async def close(self) -> None:
         """Nothing to release: the log shares the app's engine."""
-
-    async def lag(self, consumer: str) -> int:
-        """Events in the log the consumer has not applied yet."""
-        async with self._session_factory() as session:
-            offset = await session.get(EventConsumerOffset, consumer)
-            query = select(func.count()).select_from(EventLogEntry)
-            if offset is not None:
-                query = query.where(
-                    or_(
-                        EventLogEntry.transaction_id > offset.transaction_id,
-                        and_(
-                            EventLogEntry.transaction_id == offset.transaction_id,
-                            EventLogEntry.position > offset.position,
-                        ),
-                    )
-                )
-            count: int = await session.scalar(query) or 0
-            return count
 
 
 class EventConsumerPool:

@@ -7,13 +7,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 from cachetools import TTLCache
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,9 +59,6 @@ OVERLAP_TOLERANCE = timedelta(seconds=5)
 
 OVERLAPPING_PLAY = "overlapping_play"
 """Flag of a stream heard while the same account was already hearing another: not counted."""
-
-COUNTED_EVENT_RETENTION = timedelta(days=14)
-"""How long applied event ids are kept to recognise redeliveries (far beyond any redelivery)."""
 
 RECENTLY_PLAYED_MAX_LIMIT = 50
 
@@ -205,6 +202,21 @@ class EventRateLimiter:
         self._buckets[user_id] = (min(self._capacity, tokens + count), refilled_at)
 
 
+def _events_to_append(
+    events: Sequence[ListeningEvent], user_id: uuid.UUID, received_at: datetime
+) -> list[EventToAppend]:
+    return [
+        EventToAppend(
+            user_id=user_id,
+            event_id=event.event_id,
+            type=event.type.value,
+            received_at=received_at,
+            body=_event_body(event, user_id, received_at),
+        )
+        for event in events
+    ]
+
+
 def _event_body(event: ListeningEvent, user_id: uuid.UUID, received_at: datetime) -> bytes:
     # pydantic's own JSON serializer, then the server's fields spliced in front: this runs
     # for every event ingested, and a dict round trip through orjson costs twice as much.
@@ -226,18 +238,7 @@ async def record_events(
     if rate_limiter is not None and batch.events:
         rate_limiter.take(user_id, len(batch.events))
     try:
-        result = await event_log.append(
-            [
-                EventToAppend(
-                    user_id=user_id,
-                    event_id=event.event_id,
-                    type=event.type.value,
-                    received_at=now,
-                    body=_event_body(event, user_id, now),
-                )
-                for event in batch.events
-            ]
-        )
+        result = await event_log.append(_events_to_append(batch.events, user_id, now))
     except BaseException:
         if rate_limiter is not None and batch.events:
             rate_limiter.give_back(user_id, len(batch.events))
@@ -265,26 +266,7 @@ async def record_library_events(
         )
         for target in targets
     ]
-    await record_server_events(event_log=event_log, user_id=user_id, events=events)
-
-
-async def record_server_events(
-    *, event_log: EventLog, user_id: uuid.UUID, events: Sequence[ListeningEvent]
-) -> None:
-    """Append events the server itself observed for an account (likes and follows via the API)."""
-    now = utcnow()
-    await event_log.append(
-        [
-            EventToAppend(
-                user_id=user_id,
-                event_id=event.event_id,
-                type=event.type.value,
-                received_at=now,
-                body=_event_body(event, user_id, now),
-            )
-            for event in events
-        ]
-    )
+    await event_log.append(_events_to_append(events, user_id, now))
 
 
 # --- the listening consumer -----------------------------------------------------------------
@@ -325,7 +307,7 @@ def _decode_play(event: LoggedEvent) -> _Play:
         event=event,
         type=body["type"],
         # Days and hours are UTC days and hours, whatever the device's offset.
-        occurred_at=occurred.astimezone(tz=utcnow().tzinfo),
+        occurred_at=occurred.astimezone(UTC),
         track_id=uuid.UUID(track) if track else None,
         ms_played=int(body.get("ms_played") or 0),
         dimensions=(body.get("country", ""), body.get("device", ""), context.get("type", "")),
@@ -595,14 +577,6 @@ async def _upsert_rollups(db_session: AsyncSession, rollup: _Rollup) -> None:
     await _upsert_counters(db_session, DailyArtistStats, "artist_id", rollup.artists)
     await _upsert_listeners(db_session, DailyTrackListener, "track_id", rollup.track_listeners)
     await _upsert_listeners(db_session, DailyArtistListener, "artist_id", rollup.artist_listeners)
-
-
-async def prune_counted_events(*, db_session: AsyncSession, before: datetime) -> int:
-    """Forget applied event ids older than `before` (redeliveries come within minutes)."""
-    deleted = await db_session.execute(
-        delete(CountedEvent).where(CountedEvent.counted_at < before).returning(CountedEvent.user_id)
-    )
-    return len(deleted.all())
 
 
 # --- reading ------------------------------------------------------------------------------

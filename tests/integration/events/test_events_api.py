@@ -25,13 +25,12 @@ from encore.events.models import (
 from tests.fixtures.events import (
     PlayableCatalog,
     drain_events,
+    listener_client,
     listening_session,
     play_end,
     seed_catalog,
 )
-from tests.fixtures.oauth import asgi_client, create_user, resources_of, user_token
-
-EVENT_SCOPES = "events-write user-read"
+from tests.fixtures.oauth import asgi_client, resources_of
 
 
 @pytest.fixture
@@ -40,25 +39,17 @@ async def playable(app: FastAPI) -> PlayableCatalog:
     return await seed_catalog(app)
 
 
-async def _listener(app: FastAPI, username: str, scope: str = EVENT_SCOPES) -> httpx.AsyncClient:
-    await create_user(app, username)
-    token = await user_token(app, username, scope)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
-    http.headers["Authorization"] = f"Bearer {token}"
-    return http
-
-
 @pytest.fixture
 async def alice(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A listener allowed to post events and read her history."""
-    async with await _listener(app, "alice") as http:
+    async with await listener_client(app, "alice") as http:
         yield http
 
 
 @pytest.fixture
 async def bob(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Another listener."""
-    async with await _listener(app, "bob") as http:
+    async with await listener_client(app, "bob") as http:
         yield http
 
 
@@ -227,7 +218,7 @@ async def test_events_need_a_user_token_with_the_scope(
     assert (await anonymous_client.post("/v1/events", json=batch)).status_code == 401
     # A client-credentials token belongs to no listener.
     assert (await client.post("/v1/events", json=batch)).status_code == 403
-    async with await _listener(app, "carol", scope="user-read") as carol:
+    async with await listener_client(app, "carol", scope="user-read") as carol:
         refused = await carol.post("/v1/events", json=batch)
         assert refused.status_code == 403
         assert "events-write" in refused.json()["detail"]
@@ -303,7 +294,7 @@ async def test_an_account_over_its_rate_gets_429_and_nothing_recorded(
 ) -> None:
     playable = await seed_catalog(throttled_app, artists=1, tracks_per_artist=1)
     track = playable.track_ids[0]
-    async with await _listener(throttled_app, "dave") as dave:
+    async with await listener_client(throttled_app, "dave") as dave:
         first = await _post(dave, [play_end(track, at=utcnow()) for _ in range(1000)])
         assert first.status_code == 202
         refused = await _post(dave, [play_end(track, at=utcnow()) for _ in range(10)])

@@ -24,9 +24,15 @@ from encore.db import utcnow
 from encore.events import service as events_service
 from encore.events.models import DailyTrackStats
 from encore.events.tasks import LISTENING_CONSUMER
-from tests.fixtures.events import drain_events, listening_session, play_end, seed_catalog
+from tests.fixtures.events import (
+    drain_events,
+    listener_client,
+    listening_session,
+    play_end,
+    seed_catalog,
+)
 from tests.fixtures.nats import NatsCluster, NatsServer
-from tests.fixtures.oauth import create_user, resources_of, user_token
+from tests.fixtures.oauth import create_user, resources_of
 
 
 @contextlib.asynccontextmanager
@@ -43,14 +49,6 @@ async def js_app(settings: Settings, nats_server: NatsServer) -> AsyncIterator[F
         yield application
 
 
-async def _listener(app: FastAPI, username: str) -> httpx.AsyncClient:
-    await create_user(app, username)
-    token = await user_token(app, username, "events-write user-read")
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
-    http.headers["Authorization"] = f"Bearer {token}"
-    return http
-
-
 async def _streams(app: FastAPI) -> int:
     async with resources_of(app).session_factory() as db_session:
         return int(await db_session.scalar(select(func.sum(DailyTrackStats.streams))) or 0)
@@ -59,7 +57,7 @@ async def _streams(app: FastAPI) -> int:
 async def test_jetstream_log_counts_each_event_once(js_app: FastAPI) -> None:
     assert isinstance(resources_of(js_app).event_log, JetStreamEventLog)
     playable = await seed_catalog(js_app)
-    async with await _listener(js_app, "ivan") as ivan:
+    async with await listener_client(js_app, "ivan") as ivan:
         events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=1))
         first = await ivan.post("/v1/events", json={"events": events})
         assert first.json() == {"accepted": 12, "duplicates": 0, "rejected": []}
@@ -159,7 +157,7 @@ async def test_a_cluster_losing_a_node_under_load_loses_nothing(
     )
     async with _started(cluster_settings) as app:
         playable = await seed_catalog(app, artists=2, tracks_per_artist=5)
-        clients = [await _listener(app, f"load{number}") for number in range(4)]
+        clients = [await listener_client(app, f"load{number}") for number in range(4)]
         total_events = 20_000
         batches: list[tuple[httpx.AsyncClient, list[dict[str, Any]]]] = []
         start = utcnow() - timedelta(hours=6)

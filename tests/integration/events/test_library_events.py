@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from encore.events.models import DailyArtistStats, DailyTrackStats
-from tests.fixtures.events import drain_events, seed_catalog
-from tests.fixtures.oauth import create_user, resources_of, user_token
+from tests.fixtures.events import drain_events, listener_client, seed_catalog
+from tests.fixtures.oauth import resources_of
 
 
 async def test_library_changes_are_counted_once_each(app: FastAPI) -> None:
     playable = await seed_catalog(app, artists=1, tracks_per_artist=2)
     first, second = playable.track_ids
-    await create_user(app, "olivia")
-    token = await user_token(app, "olivia", "library-modify playlist-modify")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://testserver",
-        headers={"Authorization": f"Bearer {token}"},
-    ) as http:
+    async with await listener_client(app, "olivia", "library-modify playlist-modify") as http:
         assert (await http.put(f"/v1/me/likes/tracks/{first}")).status_code == 204
         # Liking again changes nothing, so it records nothing either.
         assert (await http.put(f"/v1/me/likes/tracks/{first}")).status_code == 204
