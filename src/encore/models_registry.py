@@ -11,7 +11,6 @@ DOMAINS_WITH_MODELS = (
     "library",
     "search",
     "events",
-    "analytics",
     "recommend",
 )
 # Tables of the platform itself (not of a domain), by module name.

@@ -125,7 +125,7 @@ def _listener_days(
     if db_session.get_bind().dialect.name == "sqlite":
         # Left visible, SQLite reads the (entity, day) index and sorts every row for the
         # DISTINCT; hidden, it reads the (entity, user, day) index in listener order instead
-        # (ARTIST_LISTENERS_INDEX, TRACK_LISTENERS_INDEX) and sorts nothing.
+        # (ix_daily_*_listeners_*_user_day, on the events tables) and sorts nothing.
         day = func.coalesce(listeners.day, listeners.day)
     return day >= from_date, day <= to_date
 

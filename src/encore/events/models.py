@@ -104,7 +104,12 @@ class DailyTrackListener(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     streams: Mapped[int] = mapped_column(BigInteger, default=0)
 
-    __table_args__ = (Index("ix_daily_track_listeners_track_day", "track_id", "day"),)
+    __table_args__ = (
+        Index("ix_daily_track_listeners_track_day", "track_id", "day"),
+        # Unique listeners over a window counted from the index alone, in listener order: no
+        # sort for the DISTINCT (the day filter is checked within the index).
+        Index("ix_daily_track_listeners_track_user_day", "track_id", "user_id", "day"),
+    )
 
 
 class DailyArtistListener(Base):
@@ -117,4 +122,7 @@ class DailyArtistListener(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     streams: Mapped[int] = mapped_column(BigInteger, default=0)
 
-    __table_args__ = (Index("ix_daily_artist_listeners_artist_day", "artist_id", "day"),)
+    __table_args__ = (
+        Index("ix_daily_artist_listeners_artist_day", "artist_id", "day"),
+        Index("ix_daily_artist_listeners_artist_user_day", "artist_id", "user_id", "day"),
+    )
