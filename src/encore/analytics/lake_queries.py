@@ -1,4 +1,4 @@
-"""Figures that need single events, and the analysts' own SQL: DuckDB over the Parquet lake.
+"""The analysts' own SQL: DuckDB over the Parquet lake.
 
 DuckDB runs in a worker thread (never on the event loop), on a fresh in-memory connection per
 query that sees the lake as one view, `events`. The connection is sandboxed before any
@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,16 +29,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from encore.analytics.schemas import Cohort, CohortPeriod, CohortWeek, Retention
 from encore.events.lake import EVENT_LAKE_SCHEMA, LAKE_EVENTS_PREFIX, PARQUET_CONTENT_TYPE
 from encore.problems import Forbidden, InvalidInput
 from encore.storage import BlobStore
-
-PLAY_TYPES = ("play_start", "play_progress", "play_end", "skip")
-"""Events that show an account listening: they make it active on a day."""
-SESSION_GAP_MINUTES = 30
-"""Inactivity that ends a session (the queries below spell it out as INTERVAL 30 MINUTE)."""
-MAX_RETENTION_COHORTS = 104
 
 RESULT_FORMATS = {
     "application/json": "json",
@@ -289,223 +282,3 @@ async def query_lake(
     """An analyst's SELECT over the lake, run in a worker thread inside the sandbox."""
     lake = await lake_directory(store=store, cache_dir=cache_dir)
     return await asyncio.to_thread(run_sandboxed_query, lake, sql, limits)
-
-
-# ------------------------------------------------------------------------------------------
-# Engagement and retention
-
-
-@dataclass(frozen=True)
-class DailyActivity:
-    """One day's active accounts and sessions, from the lake."""
-
-    dau: int
-    wau: int
-    mau: int
-    new_listeners: int
-    sessions: int
-    session_seconds: float
-
-
-@dataclass(frozen=True)
-class ActivityReport:
-    """Per-day activity and the window's totals."""
-
-    days: dict[date, DailyActivity]
-    listeners: int
-    sessions: int
-    session_seconds: float
-
-
-# One scan of the lake for the window and the 29 days before it (MAU needs them): every play
-# event with its account as a 64-bit hash (cheaper to group and sort than a UUID string; a
-# collision among a billion accounts is about one in 40), its day, start and end.
-_PLAYS_SQL = """
-CREATE TEMP TABLE plays AS
-SELECT hash(user_id) AS account, "date" AS day, occurred_at,
-       CASE WHEN type IN ('play_end', 'skip') AND ms_played IS NOT NULL
-            THEN occurred_at - to_milliseconds(ms_played) ELSE occurred_at END AS started_at
-FROM events
-WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip')
-  AND "date" BETWEEN $lookback AND $last
-"""
-
-_ACTIVE_SQL = "CREATE TEMP TABLE active AS SELECT DISTINCT account, day FROM plays"
-_DAU_SQL = "SELECT day, count(*) FROM active WHERE day >= $first GROUP BY day"
-
-# Each account counts in WAU (MAU) from one of its active days up to 6 (29) days later, or
-# until its next active day: spans that never overlap for one account. So each span adds 1
-# on its first day and takes it back after its last, and a running sum over the days counts
-# the accounts — linear in the active days, no DISTINCT, no range join.
-_WAU_MAU_SQL = """
-WITH spans AS (
-    SELECT day, lead(day) OVER (PARTITION BY account ORDER BY day) AS next_day FROM active
-),
-changes AS (
-    SELECT day, 1 AS weekly, 1 AS monthly FROM spans
-    UNION ALL SELECT least(day + 7, coalesce(next_day, day + 7)), -1, 0 FROM spans
-    UNION ALL SELECT least(day + 30, coalesce(next_day, day + 30)), 0, -1 FROM spans
-),
-per_day AS (SELECT day, sum(weekly) AS weekly, sum(monthly) AS monthly FROM changes GROUP BY day)
-SELECT day, sum(weekly) OVER (ORDER BY day), sum(monthly) OVER (ORDER BY day)
-FROM per_day ORDER BY day
-"""
-
-# A session is a run of an account's plays (each from its start to its end) with no gap of
-# more than 30 minutes where nothing was playing; it belongs to the day it starts. A play
-# starts a session when it starts over 30 minutes after everything before it ended; that
-# "everything before" of the next session's first play is exactly this session's end.
-_SESSIONS_SQL = """
-WITH ordered AS (
-    SELECT started_at, occurred_at, account,
-           max(occurred_at) OVER (
-               PARTITION BY account ORDER BY started_at, occurred_at
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-           ) AS previous_end,
-           max(occurred_at) OVER (PARTITION BY account) AS last_end
-    FROM plays WHERE day >= $first
-),
-starts AS (
-    SELECT started_at, last_end,
-           lead(previous_end) OVER (
-               PARTITION BY account ORDER BY started_at, occurred_at
-           ) AS session_end
-    FROM ordered
-    WHERE previous_end IS NULL OR started_at > previous_end + INTERVAL 30 MINUTE
-)
-SELECT CAST(started_at AS DATE) AS day, count(*),
-       sum(epoch(coalesce(session_end, last_end) - started_at))
-FROM starts WHERE CAST(started_at AS DATE) >= $first GROUP BY day
-"""
-
-# First active day of the window's accounts: the active days above, and the lake before.
-_NEW_LISTENERS_SQL = """
-WITH earlier AS (
-    SELECT DISTINCT hash(user_id) AS account FROM events
-    WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip') AND "date" < $lookback
-),
-firsts AS (SELECT account, min(day) AS day FROM active GROUP BY account)
-SELECT f.day, count(*) FROM firsts f ANTI JOIN earlier e USING (account)
-WHERE f.day BETWEEN $first AND $last GROUP BY f.day
-"""
-
-_WINDOW_TOTALS_SQL = "SELECT count(DISTINCT account) FROM active WHERE day >= $first"
-
-
-def _activity(lake: Path, first: date, last: date, limits: LakeLimits) -> ActivityReport:
-    connection = open_sandbox(lake, limits)
-    try:
-
-        def work() -> ActivityReport:
-            lookback = first - timedelta(days=29)
-            window = {"first": first, "last": last}
-            connection.execute(_PLAYS_SQL, {"lookback": lookback, "last": last})
-            connection.execute(_ACTIVE_SQL)
-            daily_active = dict(connection.execute(_DAU_SQL, {"first": first}).fetchall())
-            rolling = {
-                day: (int(weekly), int(monthly))
-                for day, weekly, monthly in connection.execute(_WAU_MAU_SQL).fetchall()
-            }
-            sessions = {
-                day: (int(count), float(seconds))
-                for day, count, seconds in connection.execute(
-                    _SESSIONS_SQL, {"first": first}
-                ).fetchall()
-            }
-            new = dict(
-                connection.execute(_NEW_LISTENERS_SQL, {**window, "lookback": lookback}).fetchall()
-            )
-            listeners = connection.execute(_WINDOW_TOTALS_SQL, {"first": first}).fetchone()
-            all_days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-            # The running sums change only on days something starts or ends: carry them over.
-            weekly = monthly = 0
-            rows = []
-            for day in sorted({*all_days, *rolling}):
-                weekly, monthly = rolling.get(day, (weekly, monthly))
-                if first <= day <= last:
-                    rows.append((day, daily_active.get(day, 0), weekly, monthly))
-            days = {
-                day: DailyActivity(
-                    dau=int(dau),
-                    wau=int(wau),
-                    mau=int(mau),
-                    new_listeners=int(new.get(day, 0)),
-                    sessions=sessions.get(day, (0, 0.0))[0],
-                    session_seconds=sessions.get(day, (0, 0.0))[1],
-                )
-                for day, dau, wau, mau in rows
-            }
-            return ActivityReport(
-                days=days,
-                listeners=int(listeners[0]) if listeners else 0,
-                sessions=sum(d.sessions for d in days.values()),
-                session_seconds=sum(d.session_seconds for d in days.values()),
-            )
-
-        return _with_time_limit(connection, limits.timeout_seconds, work)
-    finally:
-        connection.close()
-
-
-async def daily_activity(
-    *, store: BlobStore, cache_dir: Path, first: date, last: date, limits: LakeLimits
-) -> ActivityReport:
-    """Active accounts (DAU/WAU/MAU), first-time listeners and sessions per day, from the lake."""
-    # New listeners need every account's first day, so the whole lake is mirrored.
-    lake = await lake_directory(store=store, cache_dir=cache_dir, to_date=last)
-    return await asyncio.to_thread(_activity, lake, first, last, limits)
-
-
-_RETENTION_SQL = """
-WITH active AS (
-    SELECT DISTINCT hash(user_id) AS account, CAST(date_trunc($unit, "date") AS DATE) AS period
-    FROM events WHERE type IN ('play_start', 'play_progress', 'play_end', 'skip')
-),
-firsts AS (SELECT account, min(period) AS cohort FROM active GROUP BY account)
-SELECT f.cohort, datediff($unit, f.cohort, a.period) AS offset_periods, count(*)
-FROM active a JOIN firsts f USING (account)
-GROUP BY ALL ORDER BY 1, 2
-"""
-
-
-def _retention(lake: Path, period: CohortPeriod, cohorts: int, limits: LakeLimits) -> Retention:
-    connection = open_sandbox(lake, limits)
-    try:
-        rows = _with_time_limit(
-            connection,
-            limits.timeout_seconds,
-            lambda: connection.execute(_RETENTION_SQL, {"unit": period.value}).fetchall(),
-        )
-    finally:
-        connection.close()
-    table: dict[date, dict[int, int]] = {}
-    for cohort, offset, count in rows:
-        table.setdefault(cohort, {})[int(offset)] = int(count)
-    kept = sorted(table)[-cohorts:]
-    answer = []
-    for cohort in kept:
-        size = table[cohort].get(0, 0)
-        last_offset = max(table[cohort])
-        answer.append(
-            Cohort(
-                start=cohort,
-                size=size,
-                retention=[
-                    CohortWeek(
-                        offset=offset,
-                        active=table[cohort].get(offset, 0),
-                        rate=table[cohort].get(offset, 0) / size if size else 0.0,
-                    )
-                    for offset in range(last_offset + 1)
-                ],
-            )
-        )
-    return Retention(cohort=period, cohorts=answer)
-
-
-async def retention(
-    *, store: BlobStore, cache_dir: Path, period: CohortPeriod, cohorts: int, limits: LakeLimits
-) -> Retention:
-    """Cohorts by the period of each account's first play; the share active in later periods."""
-    lake = await lake_directory(store=store, cache_dir=cache_dir)
-    return await asyncio.to_thread(_retention, lake, period, cohorts, limits)

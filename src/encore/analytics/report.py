@@ -2,56 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
-from pathlib import Path
 
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from encore.analytics import lake_queries, service
+from encore.analytics import service
 from encore.analytics.schemas import Engagement, EntityStats, Granularity, SplitRow
 from encore.catalog import service as catalog_service
 from encore.config import Settings
 from encore.problems import NotFound
 from encore.storage import BlobStore
 
-ENGAGEMENT_MAX_DAYS = 366
-
 
 async def compute_engagement(
     *,
     db_session: AsyncSession,
-    store: BlobStore,
-    settings: Settings,
+    store: BlobStore | None = None,
+    settings: Settings | None = None,
     from_date: date,
     to_date: date,
 ) -> Engagement:
-    """Engagement per day over the window: the lake's activity with the rollups' streams."""
-    service.check_window(from_date, to_date, max_days=ENGAGEMENT_MAX_DAYS)
-    # The lake (DuckDB, in a worker thread) and the rollups (the database) answer side by side.
-    activity, streams = await asyncio.gather(
-        lake_queries.daily_activity(
-            store=store,
-            cache_dir=Path(settings.analytics_lake_cache_dir),
-            first=from_date,
-            last=to_date,
-            limits=lake_queries.LakeLimits(
-                timeout_seconds=settings.analytics_query_timeout_seconds,
-                max_rows=settings.analytics_query_max_rows,
-            ),
-        ),
-        service.daily_streams(db_session=db_session, from_date=from_date, to_date=to_date),
-        # Both finish before either's error is raised: the session is never left mid-query.
-        return_exceptions=True,
-    )
-    for outcome in (activity, streams):
-        if isinstance(outcome, BaseException):
-            raise outcome
-    assert not isinstance(activity, BaseException) and not isinstance(streams, BaseException)
-    return service.build_engagement(
-        activity=activity, streams=streams, from_date=from_date, to_date=to_date
-    )
+    """Engagement per day over the window, from the rollups (the store and settings, which
+    the lake version read, are no longer needed)."""
+    return await service.engagement(db_session=db_session, from_date=from_date, to_date=to_date)
 
 
 async def artist_stats_by_name(

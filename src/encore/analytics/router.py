@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore.analytics import charts as chart_pictures
-from encore.analytics import lake_queries, report, service
+from encore.analytics import lake_queries, service
 from encore.analytics.schemas import (
     ChartPeriod,
     Charts,
@@ -181,19 +181,10 @@ async def get_track_stats(
 
 
 async def _engagement(
-    resources: ResourcesDep,
-    db_session: AsyncSession,
-    from_date: date | None,
-    to_date: date | None,
+    db_session: AsyncSession, from_date: date | None, to_date: date | None
 ) -> Engagement:
     first, last = _window(from_date, to_date)
-    return await report.compute_engagement(
-        db_session=db_session,
-        store=resources.store,
-        settings=resources.settings,
-        from_date=first,
-        to_date=last,
-    )
+    return await service.engagement(db_session=db_session, from_date=first, to_date=last)
 
 
 @router.get(
@@ -204,13 +195,12 @@ async def _engagement(
 )
 async def get_engagement(
     _analyst: Analyst,
-    resources: ResourcesDep,
     db_session: SessionDep,
     from_date: FromDate = None,
     to_date: ToDate = None,
 ) -> Engagement:
     """DAU, WAU, MAU, DAU/MAU; new and returning listeners; sessions; streams per listener."""
-    return await _engagement(resources, db_session, from_date, to_date)
+    return await _engagement(db_session, from_date, to_date)
 
 
 @router.get(
@@ -221,13 +211,12 @@ async def get_engagement(
 )
 async def get_engagement_chart(
     _analyst: Analyst,
-    resources: ResourcesDep,
     db_session: SessionDep,
     from_date: FromDate = None,
     to_date: ToDate = None,
 ) -> Response:
     """PNG: DAU, WAU and MAU per day, with DAU/MAU."""
-    engagement = await _engagement(resources, db_session, from_date, to_date)
+    engagement = await _engagement(db_session, from_date, to_date)
     picture = await chart_pictures.engagement_chart_png(engagement)
     return Response(picture, media_type=PNG, headers={"Cache-Control": "private, max-age=300"})
 
@@ -235,19 +224,12 @@ async def get_engagement_chart(
 @router.get("/analytics/retention", response_model=Retention, summary="Cohort retention")
 async def get_retention(
     _analyst: Analyst,
-    resources: ResourcesDep,
+    db_session: SessionDep,
     cohort: CohortPeriod = CohortPeriod.week,
-    cohorts: Annotated[int, Query(ge=1, le=lake_queries.MAX_RETENTION_COHORTS)] = 12,
+    cohorts: Annotated[int, Query(ge=1, le=service.MAX_RETENTION_COHORTS)] = 12,
 ) -> Retention:
     """Accounts by the week (or month) of their first play, and the share active afterwards."""
-    settings = resources.settings
-    return await lake_queries.retention(
-        store=resources.store,
-        cache_dir=Path(settings.analytics_lake_cache_dir),
-        period=cohort,
-        cohorts=cohorts,
-        limits=_limits(settings),
-    )
+    return await service.retention(db_session=db_session, period=cohort, cohorts=cohorts)
 
 
 @router.get("/analytics/charts", response_model=Charts, summary="Top tracks and artists")

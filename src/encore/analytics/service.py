@@ -2,8 +2,9 @@
 
 The rollup tables belong to the events domain, which fills them; they exist for this domain
 to read, so these queries read the events models directly (the agreed exception to "another
-domain only through its service"). Figures that need single events (sessions, cohorts) come
-from the lake instead (`encore.analytics.lake_queries`).
+domain only through its service"), and so do engagement and retention, from the listener
+activity rollups (`encore.events.activity`). Analysts' own SQL reads the lake
+(`encore.analytics.lake_queries`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,18 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from encore.analytics.lake_queries import ActivityReport
 from encore.analytics.schemas import (
     ChartEntry,
     ChartPeriod,
     Charts,
+    Cohort,
+    CohortPeriod,
+    CohortWeek,
     Engagement,
     EngagementDay,
     EntityStats,
     Granularity,
+    Retention,
     RoyaltyReport,
     RoyaltyRow,
     SplitRow,
@@ -36,16 +40,25 @@ from encore.analytics.schemas import (
     TopTrack,
 )
 from encore.catalog import service as catalog_service
+from encore.events.activity import ACTIVE_GAP_CAP_DAYS, FIRST_ACTIVE_DAY
 from encore.events.models import (
+    DailyActiveListeners,
     DailyArtistListener,
     DailyArtistStats,
+    DailySessionStats,
     DailyTrackListener,
     DailyTrackStats,
+    ListenerCohortActivity,
 )
 from encore.problems import InvalidInput, NotFound
 
 MAX_WINDOW_DAYS = 731
 """Longest statistics window (two years, a leap day included)."""
+ENGAGEMENT_MAX_DAYS = ACTIVE_GAP_CAP_DAYS
+"""Longest engagement window: gaps between active days are stored up to this many days."""
+MAX_RETENTION_COHORTS = 104
+_WAU_DAYS = 7
+_MAU_DAYS = 30
 TOP_TRACKS = 10
 CHART_LENGTH = 50
 _GENRE_SCAN_CHUNK = 500
@@ -539,40 +552,136 @@ async def track_daily_streams(
     return dict(series)
 
 
-def build_engagement(
-    *, activity: ActivityReport, streams: dict[date, int], from_date: date, to_date: date
-) -> Engagement:
-    """Engagement per day and over the window, from the lake's activity and counted streams."""
+def _first_active_within(hist: Sequence[int], reach: int) -> list[int]:
+    """For k = 0..reach: the day's active accounts not active in the k days before it.
+
+    `hist[g]` counts the day's accounts by days since last active (0: first day ever; the
+    last slot holds every gap beyond `reach`).
+    """
+    beyond = [0] * (reach + 1)
+    running = 0
+    for gap in range(reach, -1, -1):
+        running += hist[gap + 1]
+        beyond[gap] = running
+    return [hist[FIRST_ACTIVE_DAY] + above for above in beyond]
+
+
+async def engagement(*, db_session: AsyncSession, from_date: date, to_date: date) -> Engagement:
+    """Engagement per day and over the window, from the listener activity and stream rollups."""
+    check_window(from_date, to_date, max_days=ENGAGEMENT_MAX_DAYS)
+    window_days = (to_date - from_date).days + 1
+    reach = max(window_days, _MAU_DAYS) - 1
+    lookback = from_date - timedelta(days=_MAU_DAYS - 1)
+    rows = await db_session.execute(
+        select(
+            DailyActiveListeners.day,
+            DailyActiveListeners.days_since_active,
+            DailyActiveListeners.listeners,
+        ).where(DailyActiveListeners.day >= lookback, DailyActiveListeners.day <= to_date)
+    )
+    histograms: dict[date, list[int]] = defaultdict(lambda: [0] * (reach + 2))
+    for day, gap, listeners in rows.all():
+        histograms[day][min(gap, reach + 1)] += int(listeners)
+    empty = [0] * (reach + 1)
+    first_within = {day: _first_active_within(hist, reach) for day, hist in histograms.items()}
+
+    def listeners_between(first: date, last: date) -> int:
+        # An account counts once, on its first active day in the window: the day's accounts
+        # not active in the days of the window before it.
+        return sum(
+            first_within.get(first + timedelta(days=n), empty)[n]
+            for n in range((last - first).days + 1)
+        )
+
+    session_rows = await db_session.execute(
+        select(
+            DailySessionStats.day, DailySessionStats.sessions, DailySessionStats.session_us
+        ).where(DailySessionStats.day >= from_date, DailySessionStats.day <= to_date)
+    )
+    sessions = {day: (int(count), int(us)) for day, count, us in session_rows.all()}
+    streams = await daily_streams(db_session=db_session, from_date=from_date, to_date=to_date)
     days = []
-    for day, figures in sorted(activity.days.items()):
+    for offset in range(window_days):
+        day = from_date + timedelta(days=offset)
+        dau = first_within.get(day, empty)[0]
+        new = histograms[day][FIRST_ACTIVE_DAY] if day in histograms else 0
+        mau = listeners_between(day - timedelta(days=_MAU_DAYS - 1), day)
+        count, us = sessions.get(day, (0, 0))
         day_streams = streams.get(day, 0)
         days.append(
             EngagementDay(
                 day=day,
-                dau=figures.dau,
-                wau=figures.wau,
-                mau=figures.mau,
-                dau_mau=figures.dau / figures.mau if figures.mau else None,
-                new_listeners=figures.new_listeners,
-                returning_listeners=figures.dau - figures.new_listeners,
-                sessions=figures.sessions,
-                avg_session_seconds=figures.session_seconds / figures.sessions
-                if figures.sessions
-                else None,
+                dau=dau,
+                wau=listeners_between(day - timedelta(days=_WAU_DAYS - 1), day),
+                mau=mau,
+                dau_mau=dau / mau if mau else None,
+                new_listeners=new,
+                returning_listeners=dau - new,
+                sessions=count,
+                avg_session_seconds=us / count / 1e6 if count else None,
                 streams=day_streams,
-                streams_per_listener=day_streams / figures.dau if figures.dau else None,
+                streams_per_listener=day_streams / dau if dau else None,
             )
         )
+    listeners = listeners_between(from_date, to_date)
+    total_sessions = sum(count for count, _ in sessions.values())
+    total_us = sum(us for _, us in sessions.values())
     total_streams = sum(streams.values())
     return Engagement(
         from_date=from_date,
         to_date=to_date,
         days=days,
-        listeners=activity.listeners,
-        sessions=activity.sessions,
-        avg_session_seconds=activity.session_seconds / activity.sessions
-        if activity.sessions
-        else None,
+        listeners=listeners,
+        sessions=total_sessions,
+        avg_session_seconds=total_us / total_sessions / 1e6 if total_sessions else None,
         streams=total_streams,
-        streams_per_listener=total_streams / activity.listeners if activity.listeners else None,
+        streams_per_listener=total_streams / listeners if listeners else None,
     )
+
+
+def _periods_between(cohort: date, active: date, period: CohortPeriod) -> int:
+    if period == CohortPeriod.week:
+        return (active - cohort).days // 7
+    return (active.year - cohort.year) * 12 + active.month - cohort.month
+
+
+async def retention(*, db_session: AsyncSession, period: CohortPeriod, cohorts: int) -> Retention:
+    """Accounts by the week (or month) of their first play, and the share active afterwards."""
+    table = ListenerCohortActivity
+    in_period = (table.period == period.value, table.listeners > 0)
+    latest = (
+        select(table.cohort)
+        .where(*in_period)
+        .group_by(table.cohort)
+        .order_by(table.cohort.desc())
+        .limit(cohorts)
+    )
+    kept = sorted((await db_session.scalars(latest)).all())
+    if not kept:
+        return Retention(cohort=period, cohorts=[])
+    rows = await db_session.execute(
+        select(table.cohort, table.active, table.listeners).where(
+            *in_period, table.cohort >= kept[0]
+        )
+    )
+    counts: dict[date, dict[int, int]] = defaultdict(dict)
+    for cohort, active, listeners in rows.all():
+        counts[cohort][_periods_between(cohort, active, period)] = int(listeners)
+    answer = []
+    for cohort in kept:
+        size = counts[cohort].get(0, 0)
+        answer.append(
+            Cohort(
+                start=cohort,
+                size=size,
+                retention=[
+                    CohortWeek(
+                        offset=offset,
+                        active=counts[cohort].get(offset, 0),
+                        rate=counts[cohort].get(offset, 0) / size if size else 0.0,
+                    )
+                    for offset in range(max(counts[cohort]) + 1)
+                ],
+            )
+        )
+    return Retention(cohort=period, cohorts=answer)

@@ -126,3 +126,71 @@ class DailyArtistListener(Base):
         Index("ix_daily_artist_listeners_artist_day", "artist_id", "day"),
         Index("ix_daily_artist_listeners_artist_user_day", "artist_id", "user_id", "day"),
     )
+
+
+class ListenerDay(Base):
+    """A UTC day on which an account played anything (any play event, counted or not)."""
+
+    __tablename__ = "listener_days"
+
+    # The primary key in listener order: an account's days before or after one are index seeks.
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class DailyActiveListeners(Base):
+    """Accounts active on a UTC day, counted by the days since each was active before.
+
+    `days_since_active` is 0 for an account's first day ever and at most
+    `encore.events.activity.ACTIVE_GAP_CAP_DAYS`. An account is active somewhere in a window
+    [first, last] exactly once on its first active day there: the row of a day d with a gap
+    above d - first. So DAU, WAU, MAU, new listeners and a window's listeners are sums over
+    these rows, whatever the window.
+    """
+
+    __tablename__ = "daily_active_listeners"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    days_since_active: Mapped[int] = mapped_column(primary_key=True)
+    listeners: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ListeningSession(UUIDPrimaryKey, Base):
+    """A run of an account's plays with no more than 30 minutes between one and the next."""
+
+    __tablename__ = "listening_sessions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    # The first play's start and the last play's end.
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime] = mapped_column()
+    plays: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (
+        # The sessions a new play may join end at most 30 minutes before it starts: a seek.
+        Index("ix_listening_sessions_user_ended", "user_id", "ended_at"),
+    )
+
+
+class DailySessionStats(Base):
+    """The sessions that started on a UTC day: how many, their summed length, their plays."""
+
+    __tablename__ = "daily_session_stats"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    sessions: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Microseconds: event times have them, so sums stay exact.
+    session_us: Mapped[int] = mapped_column(BigInteger, default=0)
+    plays: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ListenerCohortActivity(Base):
+    """Accounts of a cohort (the week or month of their first play) active in a later period."""
+
+    __tablename__ = "listener_cohort_activity"
+
+    # "week" (starting Mondays) or "month".
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    cohort: Mapped[date] = mapped_column(Date, primary_key=True)
+    active: Mapped[date] = mapped_column(Date, primary_key=True)
+    listeners: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from encore.bus.event_log import EventLog, EventToAppend, LoggedEvent
 from encore.catalog import service as catalog_service
 from encore.db import new_id, utcnow
+from encore.events.activity import PlayInterval, apply_listener_activity
 from encore.events.models import (
     CountedEvent,
     DailyArtistListener,
@@ -425,11 +426,28 @@ async def _judge_streams(
 
 
 async def apply_listening_events(batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
-    """The listening consumer: history, play counts and daily rollups, each event once."""
+    """The listening consumer: history, play counts, daily rollups and listener activity
+    (active days, sessions, cohorts), each event once."""
     fresh = await _newly_counted(db_session, batch)
     if not fresh:
         return
     plays = [_decode_play(event) for event in fresh]
+    # Activity and sessions are the account's, whatever the track: every play event counts,
+    # known to the catalog or not, counted as a stream or flagged (as in the lake).
+    await apply_listener_activity(
+        db_session,
+        [
+            PlayInterval(
+                user_id=play.event.user_id,
+                started_at=play.started_at
+                if play.type in PLAY_END_EVENT_TYPES
+                else play.occurred_at,
+                ended_at=play.occurred_at,
+            )
+            for play in plays
+            if play.type in PLAY_EVENT_TYPES
+        ],
+    )
     facts = await catalog_service.get_track_stream_facts(
         db_session=db_session, track_ids={p.track_id for p in plays if p.track_id is not None}
     )
