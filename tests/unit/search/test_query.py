@@ -7,10 +7,10 @@ from encore.search.service import (
     MAX_QUERY_WORDS,
     SearchQuery,
     Vocabulary,
+    WordProbe,
     all_but_one,
     corrected_probes,
     fts5_expression,
-    like_pattern,
     parse_query,
     query_probes,
     rank_candidates,
@@ -44,21 +44,35 @@ def test_the_vocabulary_corrects_a_word_to_the_closest_then_most_frequent_words(
     assert vocabulary.corrections(SearchKind.track, "thr", prefix=False) == []
     assert vocabulary.corrections(SearchKind.album, "grden", prefix=False) == []
     probes = corrected_probes(parse_query("the grden"), vocabulary, SearchKind.track)
-    assert probes == [[(" the ",)], [(" grden",), (" garden ",), (" green ",)]]
+    assert probes == [
+        [WordProbe("the", start=False)],
+        [
+            WordProbe("grden", start=True),
+            WordProbe("garden", start=False),
+            WordProbe("green", start=False),
+        ],
+    ]
 
 
 def test_words_too_short_for_the_index_are_left_to_ranking() -> None:
-    assert query_probes(SearchQuery(("a", "beatles"), False)) == [[(" beatles",)]]
+    assert query_probes(SearchQuery(("a", "beatles"), False)) == [
+        [WordProbe("beatles", start=True)]
+    ]
 
 
-def test_fts5_expressions_quote_every_piece() -> None:
-    expression = fts5_expression([[[(' a"b OR c',)], [(" x*",)]]])
-    assert expression == '(((" a""b OR c")) AND ((" x*")))'
-    assert len(all_but_one([[("a",)], [("b",)], [("c",)]])) == 3
+def test_fts5_expressions_quote_every_word() -> None:
+    expression = fts5_expression(
+        [[[WordProbe('a"b OR c', start=False)], [WordProbe("x*", start=True)]]]
+    )
+    assert expression == '(("a""b OR c") AND ("x*"*))'
+    groups = all_but_one([[WordProbe(word, start=True)] for word in ("a", "b", "c")])
+    assert len(groups) == 3
 
 
-def test_like_patterns_escape_wildcards_and_the_escape_character() -> None:
-    assert like_pattern((" 100%", "a_b\\")) == "% 100\\%%a\\_b\\\\%"
+def test_a_word_start_is_the_range_of_the_words_it_begins() -> None:
+    end = WordProbe("radio", start=True).range_end
+    assert all("radio" <= word < end for word in ("radio", "radiohead", "radioé", "radio🎸"))
+    assert not any("radio" <= word < end for word in ("radi", "radin", "radip", "rb"))
 
 
 def test_ranking_prefers_exact_then_prefix_then_typos_and_name_over_other_fields() -> None:
