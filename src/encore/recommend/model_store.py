@@ -39,8 +39,8 @@ logger = structlog.get_logger("encore.recommend.models")
 
 MODELS_PREFIX = "models/recommend/"
 METADATA_FILE = "metadata.json"
-DEFAULT_ANN_MIN_ITEMS = 0
-"""Catalogs at least this big are served through an ANN index (0: never; exact scans only)."""
+DEFAULT_ANN_MIN_ITEMS = 200_000
+"""Catalogs at least this big are served through the ANN index (0: never; exact scans only)."""
 _ARRAYS = ("user_factors", "item_factors", "artist_factors", "item_idf", "item_artist")
 
 
