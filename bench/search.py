@@ -213,11 +213,14 @@ class StageClock:
 
 
 async def _search_all_kinds(db_session: AsyncSession, raw: str) -> None:
-    query = search_service.parse_query(raw)
-    for kind in CATALOG_KINDS:
-        await search_service.search_kind(
-            db_session=db_session, query=query, kind=kind, offset=0, limit=10, viewer_id=None
-        )
+    await search_service.search(
+        db_session=db_session,
+        query=search_service.parse_query(raw),
+        kinds=CATALOG_KINDS,
+        offset=0,
+        limit=10,
+        viewer_id=None,
+    )
 
 
 async def _timed(

@@ -102,15 +102,15 @@ async def search(
             ),
         ),
     }
-    for kind in kinds:
-        hits, more = await service.search_kind(
-            db_session=db_session,
-            query=query,
-            kind=kind,
-            offset=offset,
-            limit=limit,
-            viewer_id=viewer_id,
-        )
+    results = await service.search(
+        db_session=db_session,
+        query=query,
+        kinds=kinds,
+        offset=offset,
+        limit=limit,
+        viewer_id=viewer_id,
+    )
+    for kind, (hits, more) in results.items():
         field, load = loaders[kind]
         found = await load([hit.entity_id for hit in hits])
         pages[field] = Page[Any](

@@ -32,7 +32,7 @@ import uuid
 import weakref
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -389,70 +389,103 @@ def selective_words(
 
 @dataclass(frozen=True, slots=True)
 class _Candidate:
+    kind: SearchKind
     entity_id: uuid.UUID
     name: str
     doc: str
 
 
-async def _candidates(
-    db_session: AsyncSession,
+def _kind_statement(
+    dialect: str,
     *,
     kind: SearchKind,
     groups: Sequence[Sequence[WordProbes]],
     viewer_id: uuid.UUID | None,
     limit: int,
-) -> list[_Candidate]:
-    params: dict[str, object] = {"limit": limit}
+    params: dict[str, object],
+) -> str:
+    """One kind's look-up (its parameters added to params): matching documents, tagged."""
+    # Parameter names carry the kind: the kinds' look-ups share one statement.
+    prefix = kind.value
+    params[f"{prefix}_limit"] = limit
     visible = ""
     if kind is SearchKind.playlist:
         # Public playlists, and the caller's own.
         if viewer_id is None:
             visible = " AND d.is_public"
         else:
-            visible = " AND (d.is_public OR d.owner_user_id = :viewer)"
-            params["viewer"] = viewer_id
-    # `kind` is an enum member, never caller text: it names a table (SQLite), which a bound
-    # parameter could not.
-    if db_session.get_bind().dialect.name == "sqlite":
-        params["expression"] = fts5_expression(groups)
-        statement = (
-            f"SELECT d.entity_id, d.name, d.doc FROM search_words_{kind.value} f "  # noqa: S608
-            f"JOIN search_documents d ON d.id = f.rowid "
-            f"WHERE search_words_{kind.value} MATCH :expression{visible} LIMIT :limit"
+            visible = f" AND (d.is_public OR d.owner_user_id = :{prefix}_viewer)"
+            params[f"{prefix}_viewer"] = viewer_id
+    # `kind` is an enum member, never caller text: it names a table (SQLite) and tags the
+    # rows, which a bound parameter could not.
+    if dialect == "sqlite":
+        params[f"{prefix}_expression"] = fts5_expression(groups)
+        return (
+            f"SELECT * FROM (SELECT '{prefix}' AS kind, d.entity_id, d.name, d.doc "  # noqa: S608
+            f"FROM search_words_{prefix} f JOIN search_documents d ON d.id = f.rowid "
+            f"WHERE search_words_{prefix} MATCH :{prefix}_expression{visible} "
+            f"LIMIT :{prefix}_limit)"
         )
-    else:
-        params["kind"] = kind.value
-        group_sets = []
-        for words in groups:
-            word_sets = []
-            for alternatives in words:
-                ranges = []
-                for probe in alternatives:
-                    low = f"p{len(params)}"
-                    params[low] = probe.word
-                    if probe.start:
-                        high = f"p{len(params)}"
-                        params[high] = probe.range_end
-                        ranges.append(f"(w.word >= :{low} AND w.word < :{high})")
-                    else:
-                        ranges.append(f"w.word = :{low}")
-                # Each alternative is a range of the key (kind, word, document_id).
-                word_sets.append(
-                    "SELECT w.document_id FROM search_words w "  # noqa: S608
-                    "WHERE w.kind = :kind "
-                    f"AND ({' OR '.join(ranges)})"
-                )
-            group_sets.append(" INTERSECT ".join(f"({word_set})" for word_set in word_sets))
-        statement = (
-            "SELECT d.entity_id, d.name, d.doc FROM search_documents d "  # noqa: S608
-            f"WHERE d.id IN ({' UNION '.join(f'({group})' for group in group_sets)}){visible} "
-            "LIMIT :limit"
+    group_sets = []
+    for words in groups:
+        word_sets = []
+        for alternatives in words:
+            ranges = []
+            for probe in alternatives:
+                low = f"{prefix}_{len(params)}"
+                params[low] = probe.word
+                if probe.start:
+                    high = f"{prefix}_{len(params)}"
+                    params[high] = probe.range_end
+                    ranges.append(f"(w.word >= :{low} AND w.word < :{high})")
+                else:
+                    ranges.append(f"w.word = :{low}")
+            # Each alternative is a range of the key (kind, word, document_id).
+            word_sets.append(
+                "SELECT w.document_id FROM search_words w "  # noqa: S608
+                f"WHERE w.kind = '{prefix}' AND ({' OR '.join(ranges)})"
+            )
+        group_sets.append(" INTERSECT ".join(f"({word_set})" for word_set in word_sets))
+    matched = " UNION ".join(f"({group})" for group in group_sets)
+    if not visible:
+        # Nothing is filtered out after the look-up: the first `limit` ids will do.
+        matched += f" LIMIT :{prefix}_limit"
+    # The ids as an array computed first, then read by key: on a join the planner, expecting
+    # as many ids as the postings it reads, would scan every document instead.
+    return (
+        f"(SELECT '{prefix}' AS kind, d.entity_id, d.name, d.doc "  # noqa: S608
+        f"FROM search_documents d WHERE d.id = ANY(ARRAY({matched})){visible} "
+        f"LIMIT :{prefix}_limit)"
+    )
+
+
+async def _candidates(
+    db_session: AsyncSession,
+    *,
+    lookups: Mapping[SearchKind, Sequence[Sequence[WordProbes]]],
+    viewer_id: uuid.UUID | None,
+    limit: int,
+) -> list[_Candidate]:
+    """Documents of each kind matching that kind's groups of words, in one statement."""
+    if not lookups:
+        return []
+    dialect = db_session.get_bind().dialect.name
+    params: dict[str, object] = {}
+    statement = " UNION ALL ".join(
+        _kind_statement(
+            dialect, kind=kind, groups=groups, viewer_id=viewer_id, limit=limit, params=params
         )
-    query = text(statement).columns(entity_id=Uuid(), name=Text(), doc=Text())
-    if "viewer" in params:
-        query = query.bindparams(bindparam("viewer", type_=Uuid()))
+        for kind, groups in lookups.items()
+    )
+    query = text(statement).columns(kind=Text(), entity_id=Uuid(), name=Text(), doc=Text())
+    viewer = f"{SearchKind.playlist.value}_viewer"
+    if viewer in params:
+        query = query.bindparams(bindparam(viewer, type_=Uuid()))
     rows = (await db_session.execute(query, params)).all()
-    return [_Candidate(entity_id=row.entity_id, name=row.name, doc=row.doc) for row in rows]
+    return [
+        _Candidate(kind=SearchKind(row.kind), entity_id=row.entity_id, name=row.name, doc=row.doc)
+        for row in rows
+    ]
 
 
 def _allowed_edits(word: str) -> int:
@@ -539,51 +572,105 @@ async def _popularity(
     return await catalog_service.get_stream_counts(db_session=db_session, kind=kind.value, ids=ids)
 
 
-async def search_kind(
+def _stage_words(
+    words: Sequence[WordProbes], vocabulary: Vocabulary, kind: SearchKind
+) -> list[WordProbes] | None:
+    """The words to filter on, or None when one of them is in no document of this kind."""
+    selected = selective_words(words, vocabulary, kind)
+    if not selected:
+        return None
+    # The vocabulary is at most a second old: a word it lacks is then still looked up as typed
+    # by the next stage, so a word written a moment ago is found all the same.
+    if any(
+        all(vocabulary.probe_frequency(kind, probe) == 0 for probe in alternatives)
+        for alternatives in selected
+    ):
+        return None
+    return selected
+
+
+async def search(
     *,
     db_session: AsyncSession,
     query: SearchQuery,
-    kind: SearchKind,
+    kinds: Sequence[SearchKind],
     offset: int,
     limit: int,
     viewer_id: uuid.UUID | None,
-) -> tuple[list[SearchHit], bool]:
-    """One page of hits of one kind, best first, and whether more follow."""
-    if not query_probes(query):
-        return [], False
+) -> dict[SearchKind, tuple[list[SearchHit], bool]]:
+    """Per kind, one page of hits, best first, and whether more follow."""
+    if not query_probes(query) or not kinds:
+        return {kind: ([], False) for kind in kinds}
     vocabulary = await get_vocabulary(db_session=db_session)
-    exact = selective_words(query_probes(query), vocabulary, kind)
-    # From strict to lenient, stopping once something matches: every word as typed; every
-    # word as typed or corrected against the vocabulary; all those words but one (a word
-    # mistyped beyond correction, or not in the document at all).
-    candidates: list[_Candidate] = []
-    relevance: list[float] = []
+    # From strict to lenient, stopping for a kind once something matches: every word as typed;
+    # every word as typed or corrected against the vocabulary; all those words but one (a
+    # word mistyped beyond correction, or not in the document at all). Each stage looks up
+    # every kind still without a match in one statement.
+    candidates: dict[SearchKind, list[_Candidate]] = {kind: [] for kind in kinds}
+    relevance: dict[SearchKind, list[float]] = {kind: [] for kind in kinds}
     seen: set[uuid.UUID] = set()
+    typed = query_probes(query)
+    stages: dict[SearchKind, list[list[list[WordProbes]]]] = {kind: [] for kind in kinds}
+    for kind in kinds:
+        words = _stage_words(typed, vocabulary, kind)
+        # A stage the vocabulary says matches nothing is left out, not looked up.
+        stages[kind].append([words] if words is not None else [])
     stage = 0
-    stages: list[list[list[WordProbes]]] = [[exact]]
-    while stage < len(stages):
+    pending = list(kinds)
+    while pending:
+        lookups = {kind: stages[kind][stage] for kind in pending if stages[kind][stage]}
         found = await _candidates(
             db_session,
-            kind=kind,
-            groups=stages[stage],
+            lookups=lookups,
             viewer_id=viewer_id,
             limit=CANDIDATE_LIMIT if stage == 0 else TYPO_CANDIDATE_LIMIT,
         )
         fresh = [candidate for candidate in found if candidate.entity_id not in seen]
         seen.update(candidate.entity_id for candidate in fresh)
-        candidates += fresh
-        relevance += rank_candidates(query, [c.name for c in fresh], [c.doc for c in fresh])
-        # Something matches every word (as typed, or corrected): guessing further would only
-        # add worse matches.
-        if any(score > 0 for score in relevance):
-            break
-        if stage == 0:
-            corrected = selective_words(corrected_probes(query, vocabulary, kind), vocabulary, kind)
-            if corrected:
-                stages.append([corrected])
-                if len(corrected) > 1:
-                    stages.append(all_but_one(corrected))
+        scores = rank_candidates(query, [c.name for c in fresh], [c.doc for c in fresh])
+        for candidate, score in zip(fresh, scores, strict=True):
+            candidates[candidate.kind].append(candidate)
+            relevance[candidate.kind].append(score)
+        still_pending = []
+        for kind in pending:
+            # Something matches every word (as typed, or corrected): guessing further would
+            # only add worse matches.
+            if any(score > 0 for score in relevance[kind]):
+                continue
+            if stage == 0:
+                corrected = selective_words(
+                    corrected_probes(query, vocabulary, kind), vocabulary, kind
+                )
+                if corrected:
+                    stages[kind].append([corrected])
+                    if len(corrected) > 1:
+                        stages[kind].append(all_but_one(corrected))
+            if stage + 1 < len(stages[kind]):
+                still_pending.append(kind)
+        pending = still_pending
         stage += 1
+    return {
+        kind: await _page(
+            db_session,
+            kind=kind,
+            candidates=candidates[kind],
+            relevance=relevance[kind],
+            offset=offset,
+            limit=limit,
+        )
+        for kind in kinds
+    }
+
+
+async def _page(
+    db_session: AsyncSession,
+    *,
+    kind: SearchKind,
+    candidates: Sequence[_Candidate],
+    relevance: Sequence[float],
+    offset: int,
+    limit: int,
+) -> tuple[list[SearchHit], bool]:
     scored = sorted(
         (
             (round(score, 3), candidate)
@@ -612,3 +699,24 @@ async def search_kind(
         for score, candidate in ranked[offset:end]
     ]
     return page, end < len(ranked)
+
+
+async def search_kind(
+    *,
+    db_session: AsyncSession,
+    query: SearchQuery,
+    kind: SearchKind,
+    offset: int,
+    limit: int,
+    viewer_id: uuid.UUID | None,
+) -> tuple[list[SearchHit], bool]:
+    """One page of hits of one kind, best first, and whether more follow."""
+    pages = await search(
+        db_session=db_session,
+        query=query,
+        kinds=[kind],
+        offset=offset,
+        limit=limit,
+        viewer_id=viewer_id,
+    )
+    return pages[kind]
