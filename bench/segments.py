@@ -33,12 +33,13 @@ import httpx
 from bench.catalog_api import _cpu_split, _pinned, free_port, running_server
 from bench.machine import cpu_model
 from bench.playback_start import _prepare
+from encore.auth.secrets import decode_master_key
+from encore.streaming.signing import MediaSigner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EDGE_DIR = REPO_ROOT / "deploy" / "nginx"
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "segments.json"
 NGINX = Path("/usr/sbin/nginx")
-JS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 GOALS = {"Encore": 0.5, "edge (cache hits)": 0.9}
 
 
@@ -49,7 +50,6 @@ def _nginx_config(workdir: Path, *, port: int, body: str) -> str:
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return f"""
-load_module "{JS_MODULE}";
 {user}
 worker_processes 1;
 pid "{workdir / "nginx.pid"}";
@@ -62,7 +62,6 @@ http {{
     tcp_nopush off;
     tcp_nodelay on;
 {temp}
-    js_path "{EDGE_DIR}";
     {body.replace("PORT", str(port))}
 }}
 """
@@ -129,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--output", type=Path, default=RESULTS_PATH)
     args = parser.parse_args(argv)
-    if not NGINX.exists() or not JS_MODULE.exists() or shutil.which("wrk") is None:
-        print("needs nginx, its js module and wrk: make bench-deps edge-deps", file=sys.stderr)
+    if not NGINX.exists() or shutil.which("wrk") is None:
+        print("needs nginx and wrk: make bench-deps edge-deps", file=sys.stderr)
         return 2
     server_cpus, client_cpus = _cpu_split(True)
     results: dict[str, dict[str, float]] = {}
@@ -180,15 +179,17 @@ def main(argv: list[str] | None = None) -> int:
             edge_port = free_port()
             edge_dir = workdir / "nginx-edge"
             edge_dir.mkdir()
-            (edge_dir / "keys.conf").write_text(
-                f"js_var $media_signing_keys '{json.dumps(keys)}';\n"
+            signer = MediaSigner(
+                keys={kid: decode_master_key(secret) for kid, secret in keys.items()},
+                current_kid="b1",
             )
+            (edge_dir / "keys.conf").write_text(signer.edge_keys_config())
             edge = (
                 f"upstream encore_origin {{ server 127.0.0.1:{port}; keepalive 16; }}\n"
                 f'    proxy_cache_path "{edge_dir / "cache"}" levels=1:2 '
                 "keys_zone=encore_media:8m max_size=256m inactive=1h use_temp_path=off;\n"
-                f'    server {{ listen 127.0.0.1:PORT; include "{edge_dir / "keys.conf"}"; '
-                f'include "{EDGE_DIR / "edge.conf"}"; }}'
+                f'    include "{edge_dir / "keys.conf"}";\n'
+                f'    server {{ listen 127.0.0.1:PORT; include "{EDGE_DIR / "edge.conf"}"; }}'
             )
             with running_nginx(
                 edge_dir, _nginx_config(edge_dir, port=edge_port, body=edge), edge_port, server_cpus

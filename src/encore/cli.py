@@ -39,6 +39,8 @@ recommend_app = typer.Typer(
 app.add_typer(recommend_app, name="recommend")
 report_app = typer.Typer(help="Insights as tables: engagement, an artist.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
+media_app = typer.Typer(help="Media delivery: the nginx edge's key file.", no_args_is_help=True)
+app.add_typer(media_app, name="media")
 
 console = Console(stderr=True)
 # Results (tables) go to stdout, so they can be piped apart from the progress messages.
@@ -592,6 +594,25 @@ def keys_rotate() -> None:
             "the old key stays published at /oauth/jwks until the tokens it signed expire "
             f"({settings.access_token_minutes} minutes), so nobody is signed out"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Media edge
+
+
+@media_app.command("edge-keys")
+def media_edge_keys() -> None:
+    """Print the nginx key file of the media edge (deploy/nginx/keys.conf.example)."""
+    from encore.auth.secrets import load_master_key
+    from encore.streaming.service import media_signer
+
+    settings = _settings()
+    try:
+        signer = media_signer(settings, load_master_key(settings))
+    except SettingsError as exc:
+        _fail(str(exc))
+    # Secrets: printed to stdout for redirection into the file, never logged.
+    output.print(signer.edge_keys_config(), end="", markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------
