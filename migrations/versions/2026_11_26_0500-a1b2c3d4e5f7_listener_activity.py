@@ -6,6 +6,10 @@ the events the listening consumer has already applied: those of `counted_events`
 bodies are in the database's `event_log`. Events the consumer has not reached yet are left
 to it, so none counts twice.
 
+An artist's unique listeners are counted from `daily_artist_listener_gaps` (listeners per
+day by days since each last streamed the artist), filled here from `daily_artist_listeners`,
+which every deployment has.
+
 With the JetStream event log the bodies are not in the database (only their ids are, in
 `counted_events`), and the listening history keeps only plays of 30 s or more, not the
 starts, progress and short skips that make an account active and extend its sessions: the
@@ -39,7 +43,7 @@ depends_on = None
 _PLAY_TYPES = frozenset({"play_start", "play_progress", "play_end", "skip"})
 _PLAY_END_TYPES = frozenset({"play_end", "skip"})
 _SESSION_GAP = timedelta(minutes=30)
-_GAP_CAP_DAYS = 366
+_GAP_CAP_DAYS = 731
 _CHUNK = 5_000
 
 
@@ -88,11 +92,23 @@ def upgrade() -> None:
             "period", "cohort", "active", name=op.f("pk_listener_cohort_activity")
         ),
     )
+    op.create_table(
+        "daily_artist_listener_gaps",
+        sa.Column("artist_id", sa.Uuid(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("days_since_listened", sa.Integer(), nullable=False),
+        sa.Column("listeners", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "artist_id", "day", "days_since_listened", name=op.f("pk_daily_artist_listener_gaps")
+        ),
+    )
     _backfill(op.get_bind())
+    _backfill_artist_listener_gaps(op.get_bind())
 
 
 def downgrade() -> None:
     for table in (
+        "daily_artist_listener_gaps",
         "listener_cohort_activity",
         "daily_session_stats",
         "listening_sessions",
@@ -271,3 +287,26 @@ def _backfill(connection: sa.Connection) -> None:
     ):
         if rows:
             connection.execute(table.insert(), rows)
+
+
+def _backfill_artist_listener_gaps(connection: sa.Connection) -> None:
+    days_between = (
+        "CAST(julianday(day) - julianday(previous) AS INTEGER)"
+        if connection.dialect.name == "sqlite"
+        else "day - previous"
+    )
+    smaller = "min" if connection.dialect.name == "sqlite" else "least"
+    # Only this module's constants are spliced in: the dialect's date difference and the cap.
+    connection.execute(
+        sa.text(
+            "INSERT INTO daily_artist_listener_gaps "  # noqa: S608
+            "(artist_id, day, days_since_listened, listeners) "
+            "SELECT artist_id, day, gap, count(*) FROM ("
+            "  SELECT artist_id, day, CASE WHEN previous IS NULL THEN 0 "
+            f"  ELSE {smaller}({days_between}, {_GAP_CAP_DAYS}) END AS gap FROM ("
+            "    SELECT artist_id, day, lag(day) OVER ("
+            "      PARTITION BY artist_id, user_id ORDER BY day) AS previous"
+            "    FROM daily_artist_listeners) AS listener_days"
+            ") AS gaps GROUP BY artist_id, day, gap"
+        )
+    )

@@ -10,6 +10,7 @@ activity rollups (`encore.events.activity`). Analysts' own SQL reads the lake
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from encore.events.activity import ACTIVE_GAP_CAP_DAYS, FIRST_ACTIVE_DAY
 from encore.events.models import (
     DailyActiveListeners,
     DailyArtistListener,
+    DailyArtistListenerGaps,
     DailyArtistStats,
     DailySessionStats,
     DailyTrackListener,
@@ -54,8 +56,10 @@ from encore.problems import InvalidInput, NotFound
 
 MAX_WINDOW_DAYS = 731
 """Longest statistics window (two years, a leap day included)."""
-ENGAGEMENT_MAX_DAYS = ACTIVE_GAP_CAP_DAYS
-"""Longest engagement window: gaps between active days are stored up to this many days."""
+ENGAGEMENT_MAX_DAYS = 366
+"""Longest engagement window."""
+# Listener gaps are stored up to ACTIVE_GAP_CAP_DAYS: windows up to that long count exactly.
+assert max(MAX_WINDOW_DAYS, ENGAGEMENT_MAX_DAYS) <= ACTIVE_GAP_CAP_DAYS
 MAX_RETENTION_COHORTS = 104
 _WAU_DAYS = 7
 _MAU_DAYS = 30
@@ -124,10 +128,38 @@ class _Rollups:
     stats: _StatsModel
     listeners: _ListenerModel
     entity_column: str
+    # Listeners by days since each last streamed the entity (kept for artists).
+    listener_gaps: type[DailyArtistListenerGaps] | None = None
 
 
-_ARTIST = _Rollups(DailyArtistStats, DailyArtistListener, "artist_id")
+_ARTIST = _Rollups(DailyArtistStats, DailyArtistListener, "artist_id", DailyArtistListenerGaps)
 _TRACK = _Rollups(DailyTrackStats, DailyTrackListener, "track_id")
+
+
+async def _listeners_from_gaps(
+    db_session: AsyncSession,
+    gaps: type[DailyArtistListenerGaps],
+    entity_id: uuid.UUID,
+    from_date: date,
+    to_date: date,
+    starts: Sequence[date],
+) -> tuple[int, list[int]]:
+    """Unique listeners of the window and of each bucket (starting on `starts`): each
+    listener counts once, on the first day it streamed within them."""
+    rows = await db_session.execute(
+        select(gaps.day, gaps.days_since_listened, gaps.listeners).where(
+            gaps.artist_id == entity_id, gaps.day >= from_date, gaps.day <= to_date
+        )
+    )
+    window = 0
+    per_bucket = [0] * len(starts)
+    for day, gap, listeners in rows.all():
+        position = bisect_right(starts, day) - 1
+        if gap == FIRST_ACTIVE_DAY or gap > (day - from_date).days:
+            window += listeners
+        if gap == FIRST_ACTIVE_DAY or gap > (day - starts[position]).days:
+            per_bucket[position] += listeners
+    return window, per_bucket
 
 
 def _listener_days(
@@ -147,29 +179,16 @@ def _sums(model: _StatsModel, names: Sequence[str] = _COUNTERS_WITH_FLAGS) -> li
     return [func.coalesce(func.sum(getattr(model, name)), 0).label(name) for name in names]
 
 
-async def _entity_stats(
+async def _listeners_from_rows(
     db_session: AsyncSession,
     rollups: _Rollups,
     entity_id: uuid.UUID,
     from_date: date,
     to_date: date,
     granularity: Granularity,
-) -> dict[str, Any]:
-    stats = rollups.stats
-    entity = getattr(stats, rollups.entity_column)
-    in_window = (entity == entity_id, stats.day >= from_date, stats.day <= to_date)
-    starts = window_buckets(from_date, to_date, granularity)
-    per_bucket: list[dict[str, int]] = [dict.fromkeys(_COUNTERS_WITH_FLAGS, 0) for _ in starts]
-    index_of = {start: number for number, start in enumerate(starts)}
-    daily = await db_session.execute(
-        select(stats.day, *_sums(stats)).where(*in_window).group_by(stats.day)
-    )
-    for row in daily.mappings():
-        bucket = per_bucket[index_of[max(bucket_start(row["day"], granularity), from_date)]]
-        for name in _COUNTERS_WITH_FLAGS:
-            bucket[name] += int(row[name])
-    total = {name: sum(b[name] for b in per_bucket) for name in _COUNTERS_WITH_FLAGS}
-
+    index_of: dict[date, int],
+) -> tuple[int, list[int]]:
+    """Unique listeners of the window and of each bucket, counted over the listener rows."""
     listeners = rollups.listeners
     listener_entity = getattr(listeners, rollups.entity_column)
     listener_window = (
@@ -198,7 +217,7 @@ async def _entity_stats(
             *[(listeners.day >= start, n) for start, n in reversed(list(index_of.items()))],
             else_=0,
         )
-    bucket_listeners = [0] * len(starts)
+    bucket_listeners = [0] * len(index_of)
     rows = await db_session.execute(
         select(bucket_column.label("bucket"), distinct_users.label("users"))
         .where(*listener_window)
@@ -207,6 +226,40 @@ async def _entity_stats(
     for bucket_key, users in rows.all():
         position = index_of[bucket_key] if granularity == Granularity.day else int(bucket_key)
         bucket_listeners[position] = int(users)
+    return window_listeners, bucket_listeners
+
+
+async def _entity_stats(
+    db_session: AsyncSession,
+    rollups: _Rollups,
+    entity_id: uuid.UUID,
+    from_date: date,
+    to_date: date,
+    granularity: Granularity,
+) -> dict[str, Any]:
+    stats = rollups.stats
+    entity = getattr(stats, rollups.entity_column)
+    in_window = (entity == entity_id, stats.day >= from_date, stats.day <= to_date)
+    starts = window_buckets(from_date, to_date, granularity)
+    per_bucket: list[dict[str, int]] = [dict.fromkeys(_COUNTERS_WITH_FLAGS, 0) for _ in starts]
+    index_of = {start: number for number, start in enumerate(starts)}
+    daily = await db_session.execute(
+        select(stats.day, *_sums(stats)).where(*in_window).group_by(stats.day)
+    )
+    for row in daily.mappings():
+        bucket = per_bucket[index_of[max(bucket_start(row["day"], granularity), from_date)]]
+        for name in _COUNTERS_WITH_FLAGS:
+            bucket[name] += int(row[name])
+    total = {name: sum(b[name] for b in per_bucket) for name in _COUNTERS_WITH_FLAGS}
+
+    if rollups.listener_gaps is not None:
+        window_listeners, bucket_listeners = await _listeners_from_gaps(
+            db_session, rollups.listener_gaps, entity_id, from_date, to_date, starts
+        )
+    else:
+        window_listeners, bucket_listeners = await _listeners_from_rows(
+            db_session, rollups, entity_id, from_date, to_date, granularity, index_of
+        )
 
     splits: dict[str, dict[str, dict[str, int]]] = {
         dimension: defaultdict(lambda: dict.fromkeys(("streams", "ms_played", "plays", "skips"), 0))

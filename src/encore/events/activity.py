@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,6 +41,8 @@ from sqlalchemy.orm import aliased
 from encore.db import new_id
 from encore.events.models import (
     DailyActiveListeners,
+    DailyArtistListener,
+    DailyArtistListenerGaps,
     DailySessionStats,
     ListenerCohortActivity,
     ListenerDay,
@@ -50,9 +52,9 @@ from encore.events.models import (
 SESSION_GAP = timedelta(minutes=30)
 """Inactivity that ends a session: a play starting later than this after the last ended."""
 
-ACTIVE_GAP_CAP_DAYS = 366
-"""Days since an account was last active are stored up to this (longer gaps as this): any
-window of up to 366 days counts its listeners exactly."""
+ACTIVE_GAP_CAP_DAYS = 731
+"""Days since an account was last active (or last streamed an artist) are stored up to this,
+longer gaps as this: any window of up to 731 days counts its listeners exactly."""
 
 FIRST_ACTIVE_DAY = 0
 """`days_since_active` of an account's first active day ever."""
@@ -120,6 +122,93 @@ class _ActivityChanges:
     cohorts: dict[tuple[str, date, date], int]
 
 
+_Key = tuple[uuid.UUID, ...]
+
+
+@dataclass
+class _DayNeighbourhoods:
+    """Per key (an account, or an artist and a listener): its days that a change touches."""
+
+    # Sorted: every day of the key within the range asked for, and each new day's neighbours.
+    known: dict[_Key, list[date]]
+    first: dict[_Key, date]
+
+
+async def _day_neighbourhoods(
+    db_session: AsyncSession,
+    model: Any,
+    key_columns: Sequence[str],
+    new_days: dict[_Key, set[date]],
+    low: date,
+    high: date,
+) -> _DayNeighbourhoods:
+    """What gap and cohort changes need, read after the new days were inserted: the keys'
+    days in [low, high], each new day's neighbours and each key's first day (index seeks,
+    whatever the length of a key's history)."""
+    keys = sorted(new_days)
+    every_new_day = sorted({day for days in new_days.values() for day in days})
+    outer = [getattr(model, name) for name in key_columns]
+    key_filter = (
+        outer[0].in_([key[0] for key in keys]) if len(outer) == 1 else tuple_(*outer).in_(keys)
+    )
+    known: dict[_Key, set[date]] = defaultdict(set)
+    in_range = await db_session.execute(
+        select(*outer, model.day).where(key_filter, model.day >= low, model.day <= high)
+    )
+    for *key_values, day in in_range.all():
+        known[tuple(key_values)].add(day)
+    other = aliased(model)
+    same_key = [
+        getattr(other, name) == column for name, column in zip(key_columns, outer, strict=True)
+    ]
+    previous = (
+        select(other.day)
+        .where(*same_key, other.day < model.day)
+        .order_by(other.day.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    following = (
+        select(other.day)
+        .where(*same_key, other.day > model.day)
+        .order_by(other.day)
+        .limit(1)
+        .scalar_subquery()
+    )
+    first = select(other.day).where(*same_key).order_by(other.day).limit(1).scalar_subquery()
+    neighbours = await db_session.execute(
+        select(*outer, model.day, previous, following, first).where(
+            key_filter, model.day.in_(every_new_day)
+        )
+    )
+    first_day: dict[_Key, date] = {}
+    for *key_values, day, before, after, first_of_key in neighbours.all():
+        key = tuple(key_values)
+        if day not in new_days.get(key, ()):
+            continue
+        known[key].update(d for d in (day, before, after) if d is not None)
+        first_day[key] = first_of_key
+    return _DayNeighbourhoods({key: sorted(days) for key, days in known.items()}, first_day)
+
+
+def _count_gaps(gaps: dict[tuple[date, int], int], new: set[date], final: list[date]) -> list[date]:
+    """Add a key's changes of gap counts; returns its known days from before the new ones.
+
+    `final` holds every day of the key from the one before its earliest new day up to the
+    one after its latest (see _day_neighbourhoods): enough to know each affected day's
+    predecessor, before and after.
+    """
+    old = [day for day in final if day not in new]
+    low, high = min(new), max(new)
+    following = final[bisect_left(final, high) + 1 :][:1]
+    # The new days take their gaps; the first old day after them changes its gap.
+    for day in [d for d in final if low <= d <= high] + following:
+        gaps[(day, active_gap(day, _predecessor(final, day)))] += 1
+        if day not in new:
+            gaps[(day, active_gap(day, _predecessor(old, day)))] -= 1
+    return old
+
+
 async def _record_active_days(db_session: AsyncSession, pairs: set[tuple[uuid.UUID, date]]) -> None:
     insert = _insert_for(db_session)
     inserted = await db_session.execute(
@@ -128,66 +217,26 @@ async def _record_active_days(db_session: AsyncSession, pairs: set[tuple[uuid.UU
         .returning(ListenerDay.user_id, ListenerDay.day),
         [{"user_id": user, "day": day} for user, day in sorted(pairs)],
     )
-    new_days: dict[uuid.UUID, set[date]] = defaultdict(set)
+    new_days: dict[_Key, set[date]] = defaultdict(set)
     for user, day in inserted.all():
-        new_days[user].add(day)
+        new_days[(user,)].add(day)
     if not new_days:
         return
-    users = sorted(new_days)
     every_new_day = {day for days in new_days.values() for day in days}
-    # Every day of these accounts in the weeks and months of the new days (which of those
-    # periods were active before), then each new day's neighbours and each account's first
-    # day: index seeks, whatever the length of an account's history.
+    # The weeks and months of the new days: which of them were active before.
     low = min(min(period_start(d, p) for p in COHORT_PERIODS) for d in every_new_day)
     high = max(max(_period_end(d, p) for p in COHORT_PERIODS) for d in every_new_day)
-    known: dict[uuid.UUID, set[date]] = defaultdict(set)
-    in_periods = await db_session.execute(
-        select(ListenerDay.user_id, ListenerDay.day).where(
-            ListenerDay.user_id.in_(users), ListenerDay.day >= low, ListenerDay.day <= high
-        )
-    )
-    for user, day in in_periods.all():
-        known[user].add(day)
-    other = aliased(ListenerDay)
-    previous = (
-        select(other.day)
-        .where(other.user_id == ListenerDay.user_id, other.day < ListenerDay.day)
-        .order_by(other.day.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    following = (
-        select(other.day)
-        .where(other.user_id == ListenerDay.user_id, other.day > ListenerDay.day)
-        .order_by(other.day)
-        .limit(1)
-        .scalar_subquery()
-    )
-    first = (
-        select(other.day)
-        .where(other.user_id == ListenerDay.user_id)
-        .order_by(other.day)
-        .limit(1)
-        .scalar_subquery()
-    )
-    neighbours = await db_session.execute(
-        select(ListenerDay.user_id, ListenerDay.day, previous, following, first).where(
-            ListenerDay.user_id.in_(users), ListenerDay.day.in_(sorted(every_new_day))
-        )
-    )
-    first_day: dict[uuid.UUID, date] = {}
-    for user, day, before, after, first_of_user in neighbours.all():
-        if day not in new_days[user]:
-            continue
-        known[user].update(d for d in (day, before, after) if d is not None)
-        first_day[user] = first_of_user
+    around = await _day_neighbourhoods(db_session, ListenerDay, ["user_id"], new_days, low, high)
     changes = _ActivityChanges(defaultdict(int), defaultdict(int))
     movers: list[uuid.UUID] = []
-    for user in users:
-        if _count_days(changes, new_days[user], sorted(known[user]), first_day[user]):
-            movers.append(user)
+    for key in sorted(new_days):
+        old = _count_gaps(changes.gaps, new_days[key], around.known[key])
+        if _count_cohorts(changes, new_days[key], old, around.first[key]):
+            movers.append(key[0])
     if movers:
-        await _move_cohorts(db_session, changes, movers, new_days)
+        await _move_cohorts(
+            db_session, changes, movers, {key[0]: days for key, days in new_days.items()}
+        )
     await _add_counts(
         db_session,
         DailyActiveListeners,
@@ -204,21 +253,11 @@ async def _record_active_days(db_session: AsyncSession, pairs: set[tuple[uuid.UU
     )
 
 
-def _count_days(changes: _ActivityChanges, new: set[date], final: list[date], first: date) -> bool:
-    """Add an account's gap and cohort changes; True when its cohort moved (see _move_cohorts).
+def _count_cohorts(changes: _ActivityChanges, new: set[date], old: list[date], first: date) -> bool:
+    """Add an account's cohort changes; True when its cohort moved (see _move_cohorts).
 
-    `final` holds, after the insert, every day of the account from the day before its
-    earliest new day up to the day after its latest one, and all days of the periods the
-    new days fall in: enough to know each affected day's predecessor, before and after.
+    `old` holds the account's earlier days in the periods of the new days and next to them.
     """
-    old = [day for day in final if day not in new]
-    low, high = min(new), max(new)
-    following = final[bisect_left(final, high) + 1 :][:1]
-    # The new days take their gaps; the first old day after them changes its gap.
-    for day in [d for d in final if low <= d <= high] + following:
-        changes.gaps[(day, active_gap(day, _predecessor(final, day)))] += 1
-        if day not in new:
-            changes.gaps[(day, active_gap(day, _predecessor(old, day)))] -= 1
     old_first = first if first not in new else (old[0] if old else None)
     if old_first is None or any(
         period_start(old_first, period) != period_start(first, period) for period in COHORT_PERIODS
@@ -230,6 +269,40 @@ def _count_days(changes: _ActivityChanges, new: set[date], final: list[date], fi
         for active in {period_start(day, period) for day in new} - old_periods:
             changes.cohorts[(period, cohort, active)] += 1
     return False
+
+
+async def record_artist_listener_days(
+    db_session: AsyncSession, new_listener_days: set[tuple[uuid.UUID, uuid.UUID, date]]
+) -> None:
+    """Count (artist, listener, day) rows just added to `daily_artist_listeners` into
+    `daily_artist_listener_gaps`."""
+    if not new_listener_days:
+        return
+    new_days: dict[_Key, set[date]] = defaultdict(set)
+    for artist, user, day in new_listener_days:
+        new_days[(artist, user)].add(day)
+    every_new_day = {day for _, _, day in new_listener_days}
+    around = await _day_neighbourhoods(
+        db_session,
+        DailyArtistListener,
+        ["artist_id", "user_id"],
+        new_days,
+        min(every_new_day),
+        max(every_new_day),
+    )
+    per_artist: dict[tuple[uuid.UUID, date, int], int] = defaultdict(int)
+    for key in sorted(new_days):
+        gaps: dict[tuple[date, int], int] = defaultdict(int)
+        _count_gaps(gaps, new_days[key], around.known[key])
+        for (day, gap), n in gaps.items():
+            per_artist[(key[0], day, gap)] += n
+    await _add_counts(
+        db_session,
+        DailyArtistListenerGaps,
+        ["artist_id", "day", "days_since_listened"],
+        "listeners",
+        {key: n for key, n in per_artist.items() if n},
+    )
 
 
 async def _move_cohorts(

@@ -194,3 +194,20 @@ class ListenerCohortActivity(Base):
     cohort: Mapped[date] = mapped_column(Date, primary_key=True)
     active: Mapped[date] = mapped_column(Date, primary_key=True)
     listeners: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyArtistListenerGaps(Base):
+    """An artist's listeners on a UTC day, counted by the days since each streamed it before.
+
+    `days_since_listened` is 0 for a listener's first day with the artist and at most
+    `encore.events.activity.ACTIVE_GAP_CAP_DAYS`. As with `DailyActiveListeners`, the unique
+    listeners of any window (or bucket) [first, last] are the rows of its days d with a gap
+    above d - first: a few thousand rows for the busiest artist, not one per listener and day.
+    """
+
+    __tablename__ = "daily_artist_listener_gaps"
+
+    artist_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    days_since_listened: Mapped[int] = mapped_column(primary_key=True)
+    listeners: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -21,7 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from encore.bus.event_log import EventLog, EventToAppend, LoggedEvent
 from encore.catalog import service as catalog_service
 from encore.db import new_id, utcnow
-from encore.events.activity import PlayInterval, apply_listener_activity
+from encore.events.activity import (
+    PlayInterval,
+    apply_listener_activity,
+    record_artist_listener_days,
+)
 from encore.events.models import (
     CountedEvent,
     DailyArtistListener,
@@ -590,11 +594,45 @@ async def _upsert_listeners(
     await db_session.execute(statement, rows)
 
 
+async def _insert_artist_listeners(
+    db_session: AsyncSession, increments: Mapping[tuple[date, uuid.UUID, uuid.UUID], int]
+) -> set[tuple[uuid.UUID, uuid.UUID, date]]:
+    """Add streams to the artists' listener rows; returns the (artist, user, day) rows that
+    are new, which the listener gaps count."""
+    if not increments:
+        return set()
+    rows = [
+        {"day": day, "artist_id": artist, "user_id": user, "streams": streams}
+        for (day, artist, user), streams in sorted(increments.items())
+    ]
+    inserted = await db_session.execute(
+        _insert_for(db_session)(DailyArtistListener)
+        .on_conflict_do_nothing(index_elements=["day", "artist_id", "user_id"])
+        .returning(
+            DailyArtistListener.artist_id, DailyArtistListener.user_id, DailyArtistListener.day
+        ),
+        rows,
+    )
+    new = {(artist, user, day) for artist, user, day in inserted.all()}
+    await _upsert_listeners(
+        db_session,
+        DailyArtistListener,
+        "artist_id",
+        {
+            (day, artist, user): streams
+            for (day, artist, user), streams in increments.items()
+            if (artist, user, day) not in new
+        },
+    )
+    return new
+
+
 async def _upsert_rollups(db_session: AsyncSession, rollup: _Rollup) -> None:
     await _upsert_counters(db_session, DailyTrackStats, "track_id", rollup.tracks)
     await _upsert_counters(db_session, DailyArtistStats, "artist_id", rollup.artists)
     await _upsert_listeners(db_session, DailyTrackListener, "track_id", rollup.track_listeners)
-    await _upsert_listeners(db_session, DailyArtistListener, "artist_id", rollup.artist_listeners)
+    new_artist_listeners = await _insert_artist_listeners(db_session, rollup.artist_listeners)
+    await record_artist_listener_days(db_session, new_artist_listeners)
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from encore.db import migrations_path
 from encore.events import service as events_service
 from encore.events.models import (
     DailyActiveListeners,
+    DailyArtistListenerGaps,
     DailySessionStats,
     ListenerCohortActivity,
     ListenerDay,
@@ -41,6 +42,7 @@ from tests.integration.analytics.synthetic import (
 
 _COUNTS = {"listeners", "sessions", "session_us"}
 _ACTIVITY_TABLES = (
+    DailyArtistListenerGaps,
     ListenerDay,
     DailyActiveListeners,
     ListeningSession,
@@ -198,6 +200,7 @@ async def test_the_migration_backfills_what_the_consumer_keeps(app: FastAPI) -> 
     await _record_shuffled(app, by_user, seed=8)
     kept = await _snapshot(app)
     assert kept["listening_sessions"] and kept["listener_cohort_activity"]
+    assert kept["daily_artist_listener_gaps"]
     # Events appended but not applied yet stay the consumer's: the backfill leaves them out.
     late_user = uuid.uuid4()
     late = synthesize_month(catalog, listeners=1, seed=5, end=now_floor())
@@ -207,11 +210,13 @@ async def test_the_migration_backfills_what_the_consumer_keeps(app: FastAPI) -> 
         user_id=late_user,
         document={"events": next(iter(late.values()))[:20]},
     )
+    migration = _migration()
     async with resources_of(app).session_factory() as db_session:
         for model in _ACTIVITY_TABLES:
             await db_session.execute(delete(model))
         await db_session.commit()
         connection = await db_session.connection()
-        await connection.run_sync(_migration()._backfill)
+        await connection.run_sync(migration._backfill)
+        await connection.run_sync(migration._backfill_artist_listener_gaps)
         await db_session.commit()
     assert await _snapshot(app) == kept
