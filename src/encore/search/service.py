@@ -390,9 +390,14 @@ def selective_words(
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     kind: SearchKind
-    entity_id: uuid.UUID
+    # As the database spells it: hundreds of candidates are read per query, and only the few
+    # that can reach a page are turned into UUIDs.
+    entity_key: str
     name: str
     doc: str
+
+
+_KINDS_BY_VALUE = {kind.value: kind for kind in SearchKind}
 
 
 def _kind_statement(
@@ -421,7 +426,8 @@ def _kind_statement(
     if dialect == "sqlite":
         params[f"{prefix}_expression"] = fts5_expression(groups)
         return (
-            f"SELECT * FROM (SELECT '{prefix}' AS kind, d.entity_id, d.name, d.doc "  # noqa: S608
+            f"SELECT * FROM (SELECT '{prefix}' AS kind, CAST(d.entity_id AS TEXT) AS entity_key, "  # noqa: S608
+            "d.name, d.doc "
             f"FROM search_words_{prefix} f JOIN search_documents d ON d.id = f.rowid "
             f"WHERE search_words_{prefix} MATCH :{prefix}_expression{visible} "
             f"LIMIT :{prefix}_limit)"
@@ -453,7 +459,8 @@ def _kind_statement(
     # The ids as an array computed first, then read by key: on a join the planner, expecting
     # as many ids as the postings it reads, would scan every document instead.
     return (
-        f"(SELECT '{prefix}' AS kind, d.entity_id, d.name, d.doc "  # noqa: S608
+        f"(SELECT '{prefix}' AS kind, CAST(d.entity_id AS TEXT) AS entity_key, "  # noqa: S608
+        "d.name, d.doc "
         f"FROM search_documents d WHERE d.id = ANY(ARRAY({matched})){visible} "
         f"LIMIT :{prefix}_limit)"
     )
@@ -477,14 +484,14 @@ async def _candidates(
         )
         for kind, groups in lookups.items()
     )
-    query = text(statement).columns(kind=Text(), entity_id=Uuid(), name=Text(), doc=Text())
+    query = text(statement).columns(kind=Text(), entity_key=Text(), name=Text(), doc=Text())
     viewer = f"{SearchKind.playlist.value}_viewer"
     if viewer in params:
         query = query.bindparams(bindparam(viewer, type_=Uuid()))
     rows = (await db_session.execute(query, params)).all()
     return [
-        _Candidate(kind=SearchKind(row.kind), entity_id=row.entity_id, name=row.name, doc=row.doc)
-        for row in rows
+        _Candidate(_KINDS_BY_VALUE[kind], entity_key, name, doc)
+        for kind, entity_key, name, doc in rows
     ]
 
 
@@ -524,43 +531,48 @@ def rank_candidates(query: SearchQuery, names: Sequence[str], docs: Sequence[str
     """
     if not names or not query.words:
         return [0.0] * len(names)
-    split_docs = [doc.split() for doc in docs]
-    vocabulary = sorted({word for words in split_docs for word in words})
+    # Every document word in order (one split of all documents, in C), and their count per
+    # document.
+    words = " ".join(docs).split()
+    counts = np.fromiter(map(len, map(str.split, docs)), dtype=np.intp, count=len(docs))
+    vocabulary = list(dict.fromkeys(words))
     index = {word: position for position, word in enumerate(vocabulary)}
+    flat = np.fromiter(map(index.__getitem__, words), dtype=np.int32, count=len(words))
     scores = _vocabulary_scores(query, vocabulary)
     # One row per document: its words' vocabulary indexes (padded with a zero-score column)
-    # and their weights (name words count fully, other fields less).
-    width = max(1, *(len(words) for words in split_docs))
-    padding = len(vocabulary)
-    columns = np.full((len(docs), width), padding, dtype=np.int32)
+    # and their weights (name words count fully, other fields less). A document is
+    # " name other fields ": its first words are the name's.
+    width = max(1, int(counts.max()))
+    rows = np.repeat(np.arange(len(docs)), counts)
+    positions = np.arange(flat.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    name_words = np.fromiter((len(name.split()) for name in names), dtype=np.intp, count=len(names))
+    columns = np.full((len(docs), width), len(vocabulary), dtype=np.int32)
+    columns[rows, positions] = flat
     weights = np.zeros((len(docs), width), dtype=np.float32)
-    for row, (name, words) in enumerate(zip(names, split_docs, strict=True)):
-        name_words = set(name.split())
-        columns[row, : len(words)] = [index[word] for word in words]
-        weights[row, : len(words)] = [
-            _NAME_WEIGHT if word in name_words else _CONTEXT_WEIGHT for word in words
-        ]
+    weights[rows, positions] = np.where(
+        positions < np.repeat(name_words, counts), _NAME_WEIGHT, _CONTEXT_WEIGHT
+    )
     padded = np.concatenate([scores, np.zeros((len(query.words), 1), np.float32)], axis=1)
     # best[d, q]: the best weighted match of query word q among document d's words.
     best = (padded[:, columns] * weights[None, :, :]).max(axis=2).T
     relevance = best.mean(axis=1)
     folded_query = query.text
     # The whole name, or its first whole words, as typed: what a user means most often.
-    bonus = np.array(
-        [
-            0.2 if name == folded_query else 0.05 if name.startswith(folded_query + " ") else 0.0
-            for name in names
-        ],
-        dtype=np.float32,
+    whole_name = np.fromiter((name == folded_query for name in names), dtype=bool, count=len(names))
+    name_start = np.fromiter(
+        (name.startswith(folded_query + " ") for name in names), dtype=bool, count=len(names)
     )
-    partial = relevance < 1.0
-    bonus += np.array(
-        [
-            _CLOSENESS_WEIGHT * fuzz.ratio(folded_query, name) / 100 if part else 0.0
-            for name, part in zip(names, partial, strict=True)
-        ],
-        dtype=np.float32,
-    )
+    bonus = np.where(whole_name, 0.2, np.where(name_start, 0.05, 0.0)).astype(np.float32)
+    partial = np.flatnonzero(relevance < 1.0)
+    if partial.size:
+        ratios = cdist(
+            [folded_query],
+            [names[position] for position in partial.tolist()],
+            scorer=fuzz.ratio,
+            dtype=np.float32,
+            workers=1,
+        )[0]
+        bonus[partial] += _CLOSENESS_WEIGHT * ratios / 100
     return [float(value) for value in relevance + bonus]
 
 
@@ -608,7 +620,7 @@ async def search(
     # every kind still without a match in one statement.
     candidates: dict[SearchKind, list[_Candidate]] = {kind: [] for kind in kinds}
     relevance: dict[SearchKind, list[float]] = {kind: [] for kind in kinds}
-    seen: set[uuid.UUID] = set()
+    seen: set[str] = set()
     typed = query_probes(query)
     stages: dict[SearchKind, list[list[list[WordProbes]]]] = {kind: [] for kind in kinds}
     for kind in kinds:
@@ -625,8 +637,8 @@ async def search(
             viewer_id=viewer_id,
             limit=CANDIDATE_LIMIT if stage == 0 else TYPO_CANDIDATE_LIMIT,
         )
-        fresh = [candidate for candidate in found if candidate.entity_id not in seen]
-        seen.update(candidate.entity_id for candidate in fresh)
+        fresh = [candidate for candidate in found if candidate.entity_key not in seen]
+        seen.update(candidate.entity_key for candidate in fresh)
         scores = rank_candidates(query, [c.name for c in fresh], [c.doc for c in fresh])
         for candidate, score in zip(fresh, scores, strict=True):
             candidates[candidate.kind].append(candidate)
@@ -684,21 +696,29 @@ async def _page(
         return [], False
     # Popularity only orders equal relevance: read it just for those that can reach this page.
     threshold = scored[min(end, len(scored)) - 1][0]
-    contenders = [candidate.entity_id for score, candidate in scored if score >= threshold]
-    popularity = await _popularity(db_session, kind, contenders)
+    contenders = {
+        candidate.entity_key: uuid.UUID(candidate.entity_key)
+        for score, candidate in scored
+        if score >= threshold
+    }
+    popularity = await _popularity(db_session, kind, list(contenders.values()))
     ranked = sorted(
-        scored,
-        key=lambda pair: (-pair[0], -popularity.get(pair[1].entity_id, 0), pair[1].name),
+        (
+            (score, popularity.get(contenders[candidate.entity_key], 0), candidate)
+            for score, candidate in scored
+            if score >= threshold
+        ),
+        key=lambda triple: (-triple[0], -triple[1], triple[2].name),
     )
     page = [
         SearchHit(
-            entity_id=candidate.entity_id,
+            entity_id=contenders[candidate.entity_key],
             relevance=score,
-            popularity=popularity.get(candidate.entity_id, 0),
+            popularity=streams,
         )
-        for score, candidate in ranked[offset:end]
+        for score, streams, candidate in ranked[offset:end]
     ]
-    return page, end < len(ranked)
+    return page, end < len(scored)
 
 
 async def search_kind(
