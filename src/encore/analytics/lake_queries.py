@@ -153,10 +153,13 @@ def open_sandbox(lake: Path, limits: LakeLimits) -> duckdb.DuckDBPyConnection:
     try:
         connection.execute("SET TimeZone = 'UTC'")
         if any(lake.glob("date=*/hour=*/*.parquet")):
-            pattern = _sql_path(lake.resolve() / "**" / "*.parquet")
-            options = "hive_partitioning = true, union_by_name = true, " + (
-                "hive_types = {'date': DATE, 'hour': INTEGER}"
-            )
+            # Every file is written with EVENT_LAKE_SCHEMA, so the first file's columns are
+            # every file's (a file that differs fails the query rather than being misread).
+            # union_by_name would open all the lake's footers (2,160 for 90 days) on every
+            # query before partition pruning: about a second at 10 M events. The glob names
+            # the partition levels, so DuckDB prunes by date from the paths alone.
+            pattern = _sql_path(lake.resolve() / "date=*" / "hour=*" / "*.parquet")
+            options = "hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER}"
             connection.execute(
                 f"CREATE VIEW events AS SELECT * FROM read_parquet('{pattern}', {options})"  # noqa: S608
             )
