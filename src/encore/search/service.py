@@ -8,8 +8,9 @@ on both: a whole word is one key, a word start a range of keys.
 - every word must start a word of the document ("radioh" finds "radiohead");
 - when nothing has every word as typed, each word of 4+ letters is corrected against the
   vocabulary of that kind's documents (every distinct word with its document frequency, kept
-  in memory per process and reloaded when `search_revision`, bumped by triggers on every
-  document write from any process, changes): the closest words within one edit (two from 8
+  in memory per process and reloaded in the background when `search_revision`, bumped by
+  triggers on every document write from any process, changes): the closest words within one
+  edit (two from 8
   letters; for the word being typed, also words whose start is one edit away), and the
   documents must then contain, per query word, the word as typed or one of its corrections as
   a whole word; failing that, all words but one.
@@ -27,6 +28,7 @@ Other domains use it as `from encore.search import service as search_service`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 import weakref
@@ -37,15 +39,18 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 import numpy as np
+import structlog
 from rapidfuzz import fuzz
 from rapidfuzz.distance import OSA, Indel
 from rapidfuzz.process import cdist
 from sqlalchemy import Engine, Text, Uuid, bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from encore.catalog import service as catalog_service
 from encore.library import service as library_service
 from encore.search.models import SearchKind, SearchRevision
+
+logger = structlog.get_logger("encore.search")
 
 MAX_QUERY_CHARS = 200
 MAX_QUERY_WORDS = 8
@@ -282,6 +287,8 @@ class _CachedVocabulary:
     revision: int
     loaded_at: float
     vocabulary: Vocabulary
+    # A reload running in the background while searches go on with this vocabulary.
+    reload: asyncio.Task[None] | None = None
 
 
 # Per engine (a database), the vocabulary its documents had at a revision.
@@ -322,10 +329,19 @@ async def load_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
     )
 
 
-async def get_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
-    """This database's vocabulary, reloaded when the documents changed (at most once a second)."""
+def _engine_of(db_session: AsyncSession) -> Engine:
     bind = db_session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+async def get_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
+    """This database's vocabulary; when the documents changed, reloaded in the background.
+
+    The first search of a process loads it; later changes (checked at most once a second) are
+    read by a background task on a connection of its own, while searches go on with the
+    vocabulary they have: a search never waits for a reload.
+    """
+    engine = _engine_of(db_session)
     cached = _vocabularies.get(engine)
     now = time.monotonic()
     if cached is not None and now - cached.loaded_at < VOCABULARY_RELOAD_SECONDS:
@@ -334,11 +350,41 @@ async def get_vocabulary(*, db_session: AsyncSession) -> Vocabulary:
     if cached is not None and cached.revision == revision:
         cached.loaded_at = now
         return cached.vocabulary
-    vocabulary = await load_vocabulary(db_session=db_session)
-    _vocabularies[engine] = _CachedVocabulary(
-        revision=revision, loaded_at=time.monotonic(), vocabulary=vocabulary
-    )
-    return vocabulary
+    bind = db_session.bind
+    if cached is None or not isinstance(bind, AsyncEngine):
+        # Nothing to search with meanwhile, or no engine to open a connection of its own on.
+        vocabulary = await load_vocabulary(db_session=db_session)
+        _vocabularies[engine] = _CachedVocabulary(
+            revision=revision, loaded_at=time.monotonic(), vocabulary=vocabulary
+        )
+        return vocabulary
+    if cached.reload is None or cached.reload.done():
+        cached.reload = asyncio.create_task(_reload_vocabulary(bind, cached))
+        cached.loaded_at = now
+    return cached.vocabulary
+
+
+async def _reload_vocabulary(engine: AsyncEngine, cached: _CachedVocabulary) -> None:
+    try:
+        async with AsyncSession(engine) as db_session:
+            revision = await read_search_revision(db_session=db_session)
+            vocabulary = await load_vocabulary(db_session=db_session)
+    except Exception:
+        # Searches go on with the vocabulary they have; the next check after a second tries
+        # again.
+        logger.exception("search vocabulary reload failed")
+        cached.loaded_at = time.monotonic()
+        return
+    cached.vocabulary = vocabulary
+    cached.revision = revision
+    cached.loaded_at = time.monotonic()
+
+
+async def settle_vocabulary(*, db_session: AsyncSession) -> None:
+    """Wait for a background reload of this database's vocabulary, if one is running."""
+    cached = _vocabularies.get(_engine_of(db_session))
+    if cached is not None and cached.reload is not None:
+        await asyncio.shield(cached.reload)
 
 
 def corrected_probes(

@@ -15,6 +15,7 @@ from encore.catalog import service as catalog_service
 from encore.catalog.models import Album, AlbumType, Artist, Track, TrackArtist, TrackStatus
 from encore.db import new_id, utcnow
 from encore.search import service as search_service
+from encore.search.models import SearchKind
 from tests.fixtures.library import PROBLEM, SmallCatalog, add_releases, listener
 from tests.fixtures.oauth import asgi_client, resources_of
 
@@ -314,7 +315,8 @@ async def test_corrections_follow_writes_made_elsewhere(
 ) -> None:
     # The vocabulary is reloaded when the documents' counter moved; no second's wait here.
     monkeypatch.setattr(search_service, "VOCABULARY_RELOAD_SECONDS", 0.0)
-    assert (await _search(client, "sigr ros", "artist"))["artists"]["items"] == []
+    # Only a correction finds "sigur" from "sigr" (one word: no word can be left out).
+    assert (await _search(client, "sigr", "artist"))["artists"]["items"] == []
     # A bulk Core insert, as another process or a bulk load makes: only the triggers see it.
     async with resources_of(app).session_factory() as db_session:
         await db_session.execute(
@@ -330,4 +332,100 @@ async def test_corrections_follow_writes_made_elsewhere(
             ],
         )
         await db_session.commit()
+    # The search that notices the change goes on with the vocabulary it has (it never waits
+    # for a reload) and has it reloaded in the background; later ones correct against the
+    # new words.
+    assert (await _search(client, "sigr", "artist"))["artists"]["items"] == []
+    async with resources_of(app).session_factory() as db_session:
+        await search_service.settle_vocabulary(db_session=db_session)
+    assert _names((await _search(client, "sigr", "artist"))["artists"]) == ["Sigur Rós"]
     assert _names((await _search(client, "sigr ros", "artist"))["artists"]) == ["Sigur Rós"]
+
+
+async def test_words_keep_their_punctuation_whole_and_as_a_start(
+    app: FastAPI, client: httpx.AsyncClient, catalog: SmallCatalog
+) -> None:
+    await add_releases(
+        app,
+        [
+            ("AC/DC", "Back in Black", ["Hells Bells"]),
+            ("Guns N' Roses", "G N' R Lies", ["Patience"]),
+        ],
+    )
+    for query in ("ac/dc", "AC/DC ", "ac/", "guns n' roses", "guns n'"):
+        names = _names((await _search(client, query, "artist"))["artists"])
+        assert names and names[0] in {"AC/DC", "Guns N' Roses"}, (query, names)
+    # A word is what lies between spaces: "ac" starts "ac/dc", "dc" starts no word of it.
+    assert _names((await _search(client, "ac", "artist"))["artists"]) == ["AC/DC"]
+    assert (await _search(client, "dc ", "artist"))["artists"]["items"] == []
+
+
+async def test_the_word_index_drops_the_words_of_renamed_and_deleted_documents(
+    app: FastAPI, catalog: SmallCatalog
+) -> None:
+    async with resources_of(app).session_factory() as db_session:
+        before = await search_service.load_vocabulary(db_session=db_session)
+        await db_session.execute(
+            update(Artist)
+            .where(Artist.id == catalog.artists["Nina Simone"])
+            .values(name="Eunice Waymon", name_key=catalog_service.name_key("Eunice Waymon"))
+        )
+        await db_session.execute(delete(Track).where(Track.id == catalog.tracks["Sinnerman"]))
+        await db_session.commit()
+        after = await search_service.load_vocabulary(db_session=db_session)
+    assert before.frequencies["artist"]["simone"] == 1
+    assert "simone" not in after.frequencies["artist"]
+    assert after.frequencies["artist"]["waymon"] == 1
+    # The album's document names its artist: renamed there too, by the catalog triggers.
+    assert after.frequencies["album"]["waymon"] == 1
+    assert "simone" not in after.frequencies["album"]
+    assert before.frequencies["track"]["sinnerman"] == 1
+    assert "sinnerman" not in after.frequencies["track"]
+    assert after.documents["track"] == before.documents["track"] - 1
+
+
+async def test_one_search_over_several_kinds_ranks_each_kind_as_alone(
+    app: FastAPI, catalog: SmallCatalog
+) -> None:
+    kinds = [SearchKind.track, SearchKind.album, SearchKind.artist]
+    async with resources_of(app).session_factory() as db_session:
+        for raw in ("daft pnuk arond", "come", "nevermnd", "radioh", "zzzz"):
+            query = search_service.parse_query(raw)
+            together = await search_service.search(
+                db_session=db_session, query=query, kinds=kinds, offset=0, limit=5, viewer_id=None
+            )
+            for kind in kinds:
+                alone = await search_service.search_kind(
+                    db_session=db_session, query=query, kind=kind, offset=0, limit=5, viewer_id=None
+                )
+                assert together[kind] == alone, (raw, kind)
+        # Each kind goes on to corrections on its own: "daft pnuk arond" is a track as
+        # corrected, and an artist with one word left out.
+        found = await search_service.search(
+            db_session=db_session,
+            query=search_service.parse_query("daft pnuk arond"),
+            kinds=kinds,
+            offset=0,
+            limit=5,
+            viewer_id=None,
+        )
+    assert [hit.entity_id for hit in found[SearchKind.track][0]][:1] == [
+        catalog.tracks["Around the World"]
+    ]
+    assert [hit.entity_id for hit in found[SearchKind.artist][0]][:1] == [
+        catalog.artists["Daft Punk"]
+    ]
+
+
+async def test_words_newer_than_the_vocabulary_are_found_as_typed(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    catalog: SmallCatalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The vocabulary says no document has the word; the documents are asked all the same.
+    monkeypatch.setattr(search_service, "VOCABULARY_RELOAD_SECONDS", 3_600.0)
+    assert (await _search(client, "sigur", "artist"))["artists"]["items"] == []
+    await add_releases(app, [("Sigur Rós", "Takk", ["Hoppípolla"])])
+    assert _names((await _search(client, "sigur", "artist"))["artists"]) == ["Sigur Rós"]
+    assert _names((await _search(client, "sigur ros hopp", "track"))["tracks"]) == ["Hoppípolla"]
