@@ -241,7 +241,8 @@ _ACTIVITY_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "daily_session_stats": (
         ("day", "sessions", "session_us", "plays"),
         "SELECT db_day(CAST(make_timestamp(started_us) AS DATE)), count(*), "
-        "sum(ended_us - started_us), sum(plays) FROM sessions GROUP BY 1 ORDER BY 1",
+        "CAST(sum(ended_us - started_us) AS BIGINT), CAST(sum(plays) AS BIGINT) "
+        "FROM sessions GROUP BY 1 ORDER BY 1",
     ),
     "listener_cohort_activity": (
         ("period", "cohort", "active", "listeners"),
@@ -433,8 +434,8 @@ async def _prepare_database(database_url: str) -> tuple[dict[str, str], list[str
     return artist_of, [str(row["id"]) for row in catalog.artists]
 
 
-async def _artist_token(env: dict[str, str], db: BenchDatabase) -> str:
-    """An artist account owning every artist, and its access token (scope artist-stats)."""
+async def _artist_token(env: dict[str, str]) -> tuple[str, str]:
+    """An artist account and its access token (scope artist-stats)."""
     from encore.auth import service as auth_service
     from encore.auth.models import Role
     from encore.auth.runtime import AuthRuntime
@@ -455,7 +456,6 @@ async def _artist_token(env: dict[str, str], db: BenchDatabase) -> str:
                 roles=(Role.artist,),
             )
             await db_session.commit()
-        db.query("UPDATE artists SET owner_user_id = ?", db.uuid(str(user.id)))
         runtime = await AuthRuntime.start(settings, factory)
         issuer = await runtime.issuer()
         token, _ = issuer.access_token(
@@ -465,7 +465,7 @@ async def _artist_token(env: dict[str, str], db: BenchDatabase) -> str:
             roles={"artist"},
             session_id=None,
         )
-        return token
+        return token, str(user.id)
     finally:
         await engine.dispose()
 
@@ -568,7 +568,8 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, database_url: str) ->
     with running_server(
         "encore.app:create_app", env=env, workdir=workdir, cpus=None, log_name="analytics"
     ) as base_url:
-        artist_token = asyncio.run(_artist_token(env, db))
+        artist_token, artist_user = asyncio.run(_artist_token(env))
+        db.query("UPDATE artists SET owner_user_id = ?", db.uuid(artist_user))
         analyst_token = service_token(base_url, database_url)
         with httpx.Client(base_url=base_url, timeout=60) as http:
             artist_headers = {"Authorization": f"Bearer {artist_token}"}
