@@ -117,24 +117,31 @@ def _sqlite_downgrade() -> None:
 
 
 # A document's words: it is " word word … " with single spaces between words (folded names),
-# and two spaces where a field is empty.
+# and two spaces where a field is empty. An update touches only the words that changed: a
+# bulk load writes each track's document twice (the track, then its credits), and rewriting
+# every word would leave as many dead index entries as live ones until a vacuum.
 _PG_WORDS_FUNCTION = """
 CREATE FUNCTION search_index_words() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  old_words text[] := CASE WHEN TG_OP = 'INSERT' THEN '{}'::text[]
+                           ELSE string_to_array(OLD.doc, ' ') END;
+  new_words text[] := CASE WHEN TG_OP = 'DELETE' THEN '{}'::text[]
+                           ELSE string_to_array(NEW.doc, ' ') END;
 BEGIN
-  IF TG_OP = 'UPDATE' AND NEW.doc IS NOT DISTINCT FROM OLD.doc
-     AND NEW.kind IS NOT DISTINCT FROM OLD.kind THEN
-    RETURN NULL;
+  IF TG_OP = 'UPDATE' AND NEW.kind IS DISTINCT FROM OLD.kind THEN
+    DELETE FROM search_words WHERE kind = OLD.kind AND document_id = OLD.id;
+    old_words := '{}'::text[];
   END IF;
-  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+  IF TG_OP <> 'INSERT' THEN
     DELETE FROM search_words
     WHERE kind = OLD.kind AND document_id = OLD.id
-      AND word = ANY (string_to_array(OLD.doc, ' '));
+      AND word = ANY (old_words) AND word <> ALL (new_words);
   END IF;
-  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+  IF TG_OP <> 'DELETE' THEN
     INSERT INTO search_words (kind, word, document_id)
     SELECT DISTINCT NEW.kind, word, NEW.id
-    FROM unnest(string_to_array(NEW.doc, ' ')) AS word
-    WHERE word <> '';
+    FROM unnest(new_words) AS word
+    WHERE word <> '' AND word <> ALL (old_words);
   END IF;
   RETURN NULL;
 END $$
