@@ -46,10 +46,15 @@ bench-deps:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg)
 
-# The media edge tests (tests/integration/streaming/test_edge.py) need nginx with njs.
+# The media edge tests (tests/integration/streaming/test_edge.py) need nginx.
 .PHONY: edge-deps
 edge-deps:
-	test -x /usr/sbin/nginx -a -f /usr/lib/nginx/modules/ngx_http_js_module.so || (apt-get update -qq && apt-get install -y -qq nginx libnginx-mod-http-js)
+	test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx)
+
+# The Spark training engine (`encore recommend train --engine spark`, its test) needs Java.
+.PHONY: spark-deps
+spark-deps:
+	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless)
 
 bench: $(VENV)/.installed-test bench-deps edge-deps
 	$(BIN)/python -m bench.catalog_api

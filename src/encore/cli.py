@@ -697,15 +697,32 @@ if __name__ == "__main__":
 
 @recommend_app.command("train")
 def recommend_train(
-    engine: Annotated[str, typer.Option(help="Training engine: implicit.")] = "implicit",
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Training engine: implicit (in this process) or spark (Spark MLlib ALS on "
+            "ENCORE_RECOMMEND_SPARK_MASTER; needs the spark extra and Java). "
+            "Default: ENCORE_RECOMMEND_ENGINE (implicit)."
+        ),
+    ] = None,
 ) -> None:
     """Train a recommendation model on the listening window and publish it to the store."""
+    from typing import get_args
+
+    from encore.config import TrainingEngineName
     from encore.recommend import service as recommend_service
     from encore.storage import open_blob_store
 
-    if engine != "implicit":
-        _fail(f"unknown engine {engine!r}: this Encore trains with implicit")
-    settings = _settings()
+    if engine is not None and engine not in get_args(TrainingEngineName):
+        _fail(f"unknown engine {engine!r}: choose implicit or spark")
+    settings = _settings(recommend_engine=engine)
+    if settings.recommend_engine == "spark":
+        from encore.recommend.spark_training import SparkUnavailable, check_spark_available
+
+        try:
+            check_spark_available()
+        except SparkUnavailable as exc:
+            _fail(str(exc))
 
     async def train(db_session: AsyncSession) -> dict[str, Any] | None:
         artifact = await recommend_service.train_model(
@@ -717,7 +734,7 @@ def recommend_train(
     if metadata is None:
         output.print("no listening in the window yet: nothing to train on")
         return
-    output.print(f"model {metadata['version']}")
+    output.print(f"model {metadata['version']} (engine {metadata['engine']})")
     output.print(
         f"users {metadata['users']}, tracks {metadata['items']}, "
         f"interactions {metadata['interactions']}, {metadata['training_seconds']} s"

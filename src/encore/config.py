@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+TrainingEngineName = Literal["implicit", "spark"]
+"""Engines that train recommendation models: implicit in-process, or Spark MLlib."""
+
 
 class SettingsError(Exception):
     """Raised with a human-readable message when the settings cannot be used."""
@@ -264,6 +267,18 @@ class Settings(BaseSettings):
     recommend_iterations: int = Field(20, ge=1, le=200, description="ALS training iterations.")
     recommend_regularization: float = Field(
         1.0, ge=0, le=1000, description="ALS regularization (higher suits smaller catalogs)."
+    )
+    recommend_engine: TrainingEngineName = Field(
+        "implicit",
+        description="What training runs use (the scheduled job, and `encore recommend train` "
+        "without `--engine`): `implicit` (in the process) or `spark` (Spark MLlib ALS; needs "
+        "the `spark` extra and Java).",
+    )
+    recommend_spark_master: str = Field(
+        "local[*]",
+        description="Spark master of the spark training engine: `local[N]`/`local[*]` runs "
+        "Spark inside the training process, `spark://HOST:PORT` (or another master URL) a "
+        "cluster.",
     )
     recommend_model_poll_seconds: float = Field(
         30.0, ge=0.1, le=3600, description="How often API processes look for a newer model."

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,10 +50,11 @@ from encore.recommend.schemas import (
     RelatedArtists,
 )
 from encore.recommend.training import (
+    FactorizationEngine,
     FloatArray,
+    ImplicitEngine,
     TrainingParameters,
     confidence_matrix,
-    fit_als,
     fold_in_user,
     group_factors,
     interaction_weights,
@@ -323,9 +325,14 @@ async def load_training_data(*, db_session: AsyncSession, since: datetime) -> Tr
 
 
 def time_holdout_metrics(
-    data: TrainingData, parameters: TrainingParameters, share: float = 0.2
+    data: TrainingData,
+    parameters: TrainingParameters,
+    share: float = 0.2,
+    *,
+    engine: FactorizationEngine | None = None,
 ) -> dict[str, Any]:
-    """Hold out each listener's latest plays, train on the rest: precision@10 and NDCG@10."""
+    """Hold out each listener's latest plays, train on the rest (with `engine`, implicit when
+    None): precision@10 and NDCG@10."""
     shape = (len(data.user_ids), len(data.item_ids))
     positive = data.weights > 0
     test_mask = np.zeros(len(data.users), dtype=bool)
@@ -346,7 +353,7 @@ def time_holdout_metrics(
     for user, item in zip(data.users[test_mask], data.items[test_mask], strict=True):
         held_out[int(user)].add(int(item))
     confidence, _ = confidence_matrix(train, None, parameters)
-    user_factors, item_factors = fit_als(confidence, parameters)
+    user_factors, item_factors = (engine or ImplicitEngine()).factorize(confidence, parameters)
     precision, ndcg = ranking_metrics(
         score_users=lambda users: user_factors[users] @ item_factors.T,
         train=train,
@@ -376,15 +383,18 @@ def build_artifact(
     window_start: datetime,
     created_at: datetime,
     evaluate: bool = True,
+    engine: FactorizationEngine | None = None,
 ) -> ModelArtifact:
-    """Train on the data (CPU-bound: call it in a thread) and package the model."""
+    """Train on the data with `engine` (implicit when None; blocking: call it in a thread) and
+    package the model."""
     import time
 
+    engine = engine or ImplicitEngine()
     started = time.perf_counter()
     shape = (len(data.user_ids), len(data.item_ids))
     weights = user_item_matrix(data.users, data.items, data.weights, shape)
     confidence, stats = confidence_matrix(weights, None, parameters)
-    user_factors, item_factors = fit_als(confidence, parameters)
+    user_factors, item_factors = engine.factorize(confidence, parameters)
     artist_ids = sorted({a for a in item_artists.values() if a is not None})
     artist_row = {artist: row for row, artist in enumerate(artist_ids)}
     item_artist = np.array(
@@ -393,12 +403,12 @@ def build_artifact(
     )
     artist_factors = group_factors(item_factors, item_artist, len(artist_ids))
     trained_seconds = time.perf_counter() - started
-    metrics = time_holdout_metrics(data, parameters) if evaluate else {}
+    metrics = time_holdout_metrics(data, parameters, engine=engine) if evaluate else {}
     return ModelArtifact(
         version=new_version(created_at),
         metadata={
             "created_at": created_at.isoformat(),
-            "engine": "implicit",
+            "engine": engine.name,
             "window": {"start": window_start.isoformat(), "end": created_at.isoformat()},
             "parameters": parameters.as_dict(),
             "bm25_average_length": stats.average_length,
@@ -419,10 +429,32 @@ def build_artifact(
     )
 
 
+@contextmanager
+def open_training_engine(settings: Settings) -> Iterator[FactorizationEngine]:
+    """The configured engine, ready for one training run (for spark: a Spark session, stopped
+    afterwards unless this process already ran one)."""
+    if settings.recommend_engine == "spark":
+        # pyspark is an optional extra: spark_training imports it only when a session starts.
+        from encore.recommend import spark_training
+
+        with spark_training.spark_engine(master=settings.recommend_spark_master) as engine:
+            yield engine
+    else:
+        yield ImplicitEngine()
+
+
+def _train_with_engine(
+    settings: Settings, train: Callable[[FactorizationEngine], ModelArtifact]
+) -> ModelArtifact:
+    with open_training_engine(settings) as engine:
+        return train(engine)
+
+
 async def train_model(
     *, db_session: AsyncSession, store: BlobStore, settings: Settings, evaluate: bool = True
 ) -> ModelArtifact | None:
-    """Train on the window's interactions and publish the model; None when there are none."""
+    """Train on the window's interactions with the configured engine and publish the model;
+    None when there are none."""
     now = utcnow()
     since = now - timedelta(days=settings.recommend_window_days)
     data = await load_training_data(db_session=db_session, since=since)
@@ -435,15 +467,20 @@ async def train_model(
         track: (fact.primary_artist_ids[0] if fact.primary_artist_ids else None)
         for track, fact in facts.items()
     }
-    artifact = await asyncio.to_thread(
-        build_artifact,
-        data,
-        item_artists=item_artists,
-        parameters=parameters_from_settings(settings),
-        window_start=since,
-        created_at=now,
-        evaluate=evaluate,
-    )
+    parameters = parameters_from_settings(settings)
+
+    def train(opened: FactorizationEngine) -> ModelArtifact:
+        return build_artifact(
+            data,
+            item_artists=item_artists,
+            parameters=parameters,
+            window_start=since,
+            created_at=now,
+            evaluate=evaluate,
+            engine=opened,
+        )
+
+    artifact = await asyncio.to_thread(_train_with_engine, settings, train)
     await save_artifact(store, artifact)
     return artifact
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,9 @@ class TrainingParameters:
 
     factors: int = 128
     regularization: float = 0.01
-    # Confidence = 1 + alpha * BM25(log1p(weight)); tuned on HetRec (see BENCHMARKS.md).
+    # An interaction's confidence is alpha * BM25(log1p(weight)) (implicit scales the matrix
+    # by alpha; its solver counts the entry's weight as that, not 1 + that); tuned on HetRec
+    # (see BENCHMARKS.md).
     alpha: float = 3.0
     iterations: int = 20
     bm25_k1: float = 100.0
@@ -151,6 +153,33 @@ def fit_als(
         np.ascontiguousarray(model.user_factors, dtype=np.float32),
         np.ascontiguousarray(model.item_factors, dtype=np.float32),
     )
+
+
+class FactorizationEngine(Protocol):
+    """The pluggable step of a training run: ALS factors from a confidence matrix."""
+
+    @property
+    def name(self) -> str:
+        """What the model's metadata records as its `engine`."""
+        ...
+
+    def factorize(
+        self, confidence: csr_matrix, parameters: TrainingParameters
+    ) -> tuple[FloatArray, FloatArray]:
+        """(user factors, item factors): one row per row, and per column, of `confidence`."""
+        ...
+
+
+class ImplicitEngine:
+    """ALS with implicit, in this process: the default engine."""
+
+    name = "implicit"
+
+    def factorize(
+        self, confidence: csr_matrix, parameters: TrainingParameters
+    ) -> tuple[FloatArray, FloatArray]:
+        """Train with `fit_als`."""
+        return fit_als(confidence, parameters)
 
 
 def fold_in_user(
