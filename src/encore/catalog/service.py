@@ -9,7 +9,21 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, event, func, or_, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    event,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction, selectinload
 
@@ -1000,6 +1014,39 @@ async def get_stream_counts(
     else:
         raise ValueError(f"no stream counts for {kind}")
     return {row_id: int(count or 0) for row_id, count in (await db_session.execute(query)).all()}
+
+
+async def get_stream_counts_of_kinds(
+    *, db_session: AsyncSession, ids_by_kind: Mapping[str, Collection[uuid.UUID]]
+) -> dict[str, dict[uuid.UUID, int]]:
+    """`get_stream_counts` for several kinds (track, album, artist) in one statement."""
+    parts: list[Select[str, uuid.UUID, int]] = []
+    for kind, ids in ids_by_kind.items():
+        if not ids:
+            continue
+        id_list = list(ids)
+        label = literal(kind, String).label("kind")
+        if kind == "track":
+            parts.append(select(label, Track.id, Track.stream_count).where(Track.id.in_(id_list)))
+        elif kind == "artist":
+            parts.append(
+                select(label, Artist.id, Artist.stream_count).where(Artist.id.in_(id_list))
+            )
+        elif kind == "album":
+            parts.append(
+                select(label, Track.album_id, func.sum(Track.stream_count))
+                .where(Track.album_id.in_(id_list))
+                .group_by(Track.album_id)
+            )
+        else:
+            raise ValueError(f"no stream counts for {kind}")
+    counts: dict[str, dict[uuid.UUID, int]] = {kind: {} for kind in ids_by_kind}
+    if not parts:
+        return counts
+    statement = parts[0] if len(parts) == 1 else union_all(*parts)
+    for kind, row_id, count in (await db_session.execute(statement)).all():
+        counts[kind][row_id] = int(count or 0)
+    return counts
 
 
 async def get_existing_ids(

@@ -34,7 +34,7 @@ import uuid
 import weakref
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -623,11 +623,24 @@ def rank_candidates(query: SearchQuery, names: Sequence[str], docs: Sequence[str
 
 
 async def _popularity(
-    db_session: AsyncSession, kind: SearchKind, ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, int]:
-    if kind is SearchKind.playlist:
-        return await library_service.get_follower_counts(db_session=db_session, playlist_ids=ids)
-    return await catalog_service.get_stream_counts(db_session=db_session, kind=kind.value, ids=ids)
+    db_session: AsyncSession, contenders: Mapping[SearchKind, Collection[uuid.UUID]]
+) -> dict[SearchKind, dict[uuid.UUID, int]]:
+    """Streams (followers for playlists) of each kind's contenders: the catalog kinds in one
+    statement."""
+    catalog_ids = {
+        kind.value: ids
+        for kind, ids in contenders.items()
+        if kind is not SearchKind.playlist and ids
+    }
+    counts = await catalog_service.get_stream_counts_of_kinds(
+        db_session=db_session, ids_by_kind=catalog_ids
+    )
+    popularity = {kind: counts.get(kind.value, {}) for kind in contenders}
+    if contenders.get(SearchKind.playlist):
+        popularity[SearchKind.playlist] = await library_service.get_follower_counts(
+            db_session=db_session, playlist_ids=contenders[SearchKind.playlist]
+        )
+    return popularity
 
 
 def _stage_words(
@@ -707,28 +720,23 @@ async def search(
                 still_pending.append(kind)
         pending = still_pending
         stage += 1
+    scored = {
+        kind: _contenders(candidates[kind], relevance[kind], offset + limit) for kind in kinds
+    }
+    popularity = await _popularity(
+        db_session,
+        {kind: [entity_id for entity_id, _, _ in scored[kind][0]] for kind in kinds},
+    )
     return {
-        kind: await _page(
-            db_session,
-            kind=kind,
-            candidates=candidates[kind],
-            relevance=relevance[kind],
-            offset=offset,
-            limit=limit,
-        )
-        for kind in kinds
+        kind: _page(scored[kind], popularity[kind], offset=offset, limit=limit) for kind in kinds
     }
 
 
-async def _page(
-    db_session: AsyncSession,
-    *,
-    kind: SearchKind,
-    candidates: Sequence[_Candidate],
-    relevance: Sequence[float],
-    offset: int,
-    limit: int,
-) -> tuple[list[SearchHit], bool]:
+def _contenders(
+    candidates: Sequence[_Candidate], relevance: Sequence[float], end: int
+) -> tuple[list[tuple[uuid.UUID, float, _Candidate]], int]:
+    """The candidates that can reach a page ending at `end` (id, score, candidate), and how
+    many candidates match at all."""
     scored = sorted(
         (
             (round(score, 3), candidate)
@@ -737,34 +745,41 @@ async def _page(
         ),
         key=lambda pair: -pair[0],
     )
-    end = offset + limit
-    if not scored or offset >= len(scored):
-        return [], False
+    if not scored:
+        return [], 0
     # Popularity only orders equal relevance: read it just for those that can reach this page.
     threshold = scored[min(end, len(scored)) - 1][0]
-    contenders = {
-        candidate.entity_key: uuid.UUID(candidate.entity_key)
+    contenders = [
+        (uuid.UUID(candidate.entity_key), score, candidate)
         for score, candidate in scored
         if score >= threshold
-    }
-    popularity = await _popularity(db_session, kind, list(contenders.values()))
+    ]
+    return contenders, len(scored)
+
+
+def _page(
+    scored: tuple[list[tuple[uuid.UUID, float, _Candidate]], int],
+    popularity: Mapping[uuid.UUID, int],
+    *,
+    offset: int,
+    limit: int,
+) -> tuple[list[SearchHit], bool]:
+    contenders, matches = scored
+    end = offset + limit
+    if offset >= matches:
+        return [], False
     ranked = sorted(
         (
-            (score, popularity.get(contenders[candidate.entity_key], 0), candidate)
-            for score, candidate in scored
-            if score >= threshold
+            (score, popularity.get(entity_id, 0), candidate.name, entity_id)
+            for entity_id, score, candidate in contenders
         ),
-        key=lambda triple: (-triple[0], -triple[1], triple[2].name),
+        key=lambda entry: (-entry[0], -entry[1], entry[2]),
     )
     page = [
-        SearchHit(
-            entity_id=contenders[candidate.entity_key],
-            relevance=score,
-            popularity=streams,
-        )
-        for score, streams, candidate in ranked[offset:end]
+        SearchHit(entity_id=entity_id, relevance=score, popularity=streams)
+        for score, streams, _name, entity_id in ranked[offset:end]
     ]
-    return page, end < len(scored)
+    return page, end < matches
 
 
 async def search_kind(

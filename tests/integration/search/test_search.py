@@ -113,6 +113,41 @@ async def test_relevance_then_popularity(
     assert _names(exact["tracks"])[0] == "Come Together"
 
 
+async def test_popularity_orders_ties_of_every_kind_in_one_search(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    made = await add_releases(
+        app,
+        [("Echo North", "Echo Red", ["Echo Fox"]), ("Echo South", "Echo Tan", ["Echo Owl"])],
+    )
+
+    async def streams(track: dict[str, int], artist: dict[str, int]) -> dict[str, list[str]]:
+        async with resources_of(app).session_factory() as db_session:
+            for title, count in track.items():
+                await db_session.execute(
+                    update(Track).where(Track.id == made.tracks[title]).values(stream_count=count)
+                )
+            for name, count in artist.items():
+                await db_session.execute(
+                    update(Artist).where(Artist.id == made.artists[name]).values(stream_count=count)
+                )
+            await db_session.commit()
+        found = await _search(client, "echo", "track,album,artist")
+        return {kind: _names(found[kind]) for kind in ("tracks", "albums", "artists")}
+
+    # An album's popularity is its tracks' streams.
+    assert await streams({"Echo Fox": 5, "Echo Owl": 9}, {"Echo North": 1, "Echo South": 7}) == {
+        "tracks": ["Echo Owl", "Echo Fox"],
+        "albums": ["Echo Tan", "Echo Red"],
+        "artists": ["Echo South", "Echo North"],
+    }
+    assert await streams({"Echo Fox": 20}, {"Echo North": 8}) == {
+        "tracks": ["Echo Fox", "Echo Owl"],
+        "albums": ["Echo Red", "Echo Tan"],
+        "artists": ["Echo North", "Echo South"],
+    }
+
+
 async def test_pages_through_results_with_a_cursor(
     client: httpx.AsyncClient, catalog: SmallCatalog
 ) -> None:
