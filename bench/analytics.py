@@ -238,11 +238,23 @@ _ACTIVITY_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
         "SELECT db_uuid(uuid()), db_uuid(user_id), db_time(started_us), db_time(ended_us), "
         "plays FROM sessions",
     ),
-    "daily_session_stats": (
-        ("day", "sessions", "session_us", "plays"),
-        "SELECT db_day(CAST(make_timestamp(started_us) AS DATE)), count(*), "
-        "CAST(sum(ended_us - started_us) AS BIGINT), CAST(sum(plays) AS BIGINT) "
-        "FROM sessions GROUP BY 1 ORDER BY 1",
+    "daily_listening_stats": (
+        ("day", "sessions", "session_us", "session_plays", "streams"),
+        """
+        WITH by_start AS (
+            SELECT CAST(make_timestamp(started_us) AS DATE) AS day, count(*) AS sessions,
+                   CAST(sum(ended_us - started_us) AS BIGINT) AS session_us,
+                   CAST(sum(plays) AS BIGINT) AS session_plays
+            FROM sessions GROUP BY 1
+        ),
+        streamed AS (
+            SELECT "date" AS day, count(*) AS streams FROM lake
+            WHERE type IN ('play_end', 'skip') AND ms_played >= 30000 GROUP BY 1
+        )
+        SELECT db_day(day), coalesce(sessions, 0), coalesce(session_us, 0),
+               coalesce(session_plays, 0), coalesce(streams, 0)
+        FROM by_start FULL JOIN streamed USING (day) ORDER BY day
+        """,
     ),
     "listener_cohort_activity": (
         ("period", "cohort", "active", "listeners"),

@@ -6,7 +6,8 @@ the events the listening consumer has already applied: those of `counted_events`
 bodies are in the database's `event_log`. Events the consumer has not reached yet are left
 to it, so none counts twice.
 
-An artist's unique listeners are counted from `daily_artist_listener_gaps` (listeners per
+Streams per day (for engagement) come from `daily_track_stats`, and an artist's unique
+listeners are counted from `daily_artist_listener_gaps` (listeners per
 day by days since each last streamed the artist), filled here from `daily_artist_listeners`,
 which every deployment has.
 
@@ -75,12 +76,13 @@ def upgrade() -> None:
             "ix_listening_sessions_user_ended", ["user_id", "ended_at"], unique=False
         )
     op.create_table(
-        "daily_session_stats",
+        "daily_listening_stats",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("sessions", sa.BigInteger(), nullable=False),
         sa.Column("session_us", sa.BigInteger(), nullable=False),
-        sa.Column("plays", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("day", name=op.f("pk_daily_session_stats")),
+        sa.Column("session_plays", sa.BigInteger(), nullable=False),
+        sa.Column("streams", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("day", name=op.f("pk_daily_listening_stats")),
     )
     op.create_table(
         "listener_cohort_activity",
@@ -110,7 +112,7 @@ def downgrade() -> None:
     for table in (
         "daily_artist_listener_gaps",
         "listener_cohort_activity",
-        "daily_session_stats",
+        "daily_listening_stats",
         "listening_sessions",
         "daily_active_listeners",
         "listener_days",
@@ -145,12 +147,16 @@ _cohort_activity = sa.table(
     sa.column("active", sa.Date()),
     sa.column("listeners", sa.BigInteger()),
 )
-_session_stats = sa.table(
-    "daily_session_stats",
+_listening_stats = sa.table(
+    "daily_listening_stats",
     sa.column("day", sa.Date()),
     sa.column("sessions", sa.BigInteger()),
     sa.column("session_us", sa.BigInteger()),
-    sa.column("plays", sa.BigInteger()),
+    sa.column("session_plays", sa.BigInteger()),
+    sa.column("streams", sa.BigInteger()),
+)
+_track_stats = sa.table(
+    "daily_track_stats", sa.column("day", sa.Date()), sa.column("streams", sa.BigInteger())
 )
 _sessions = sa.table(
     "listening_sessions",
@@ -215,7 +221,8 @@ def _backfill(connection: sa.Connection) -> None:
     sqlite = connection.dialect.name == "sqlite"
     gaps: dict[tuple[date, int], int] = defaultdict(int)
     cohorts: dict[tuple[str, date, date], int] = defaultdict(int)
-    session_days: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
+    # Per day: sessions, their summed length in microseconds, their plays; streams.
+    session_days: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     day_rows: list[dict[str, Any]] = []
     session_rows: list[dict[str, Any]] = []
 
@@ -265,6 +272,14 @@ def _backfill(connection: sa.Connection) -> None:
             count += 1
         flush()
     flush(force=True)
+    # Streams per day are in every deployment's track rollups.
+    for day, streams in connection.execute(
+        sa.select(_track_stats.c.day, sa.func.sum(_track_stats.c.streams)).group_by(
+            _track_stats.c.day
+        )
+    ):
+        if streams:
+            session_days[day][3] = int(streams)
     for table, rows in (
         (
             _active_listeners,
@@ -278,10 +293,10 @@ def _backfill(connection: sa.Connection) -> None:
             ],
         ),
         (
-            _session_stats,
+            _listening_stats,
             [
-                {"day": d, "sessions": s, "session_us": us, "plays": n}
-                for d, (s, us, n) in session_days.items()
+                {"day": d, "sessions": s, "session_us": us, "session_plays": n, "streams": streams}
+                for d, (s, us, n, streams) in session_days.items()
             ],
         ),
     ):

@@ -47,7 +47,7 @@ from encore.events.models import (
     DailyArtistListener,
     DailyArtistListenerGaps,
     DailyArtistStats,
-    DailySessionStats,
+    DailyListeningStats,
     DailyTrackListener,
     DailyTrackStats,
     ListenerCohortActivity,
@@ -421,18 +421,6 @@ async def track_stats(
     return EntityStats(name=name, **figures)
 
 
-async def daily_streams(
-    *, db_session: AsyncSession, from_date: date, to_date: date
-) -> dict[date, int]:
-    """Counted streams of every track per UTC day of the window."""
-    rows = await db_session.execute(
-        select(DailyTrackStats.day, func.sum(DailyTrackStats.streams))
-        .where(DailyTrackStats.day >= from_date, DailyTrackStats.day <= to_date)
-        .group_by(DailyTrackStats.day)
-    )
-    return {day: int(streams or 0) for day, streams in rows.all()}
-
-
 async def _ranked_tracks(
     db_session: AsyncSession, from_date: date, to_date: date, country: str | None
 ) -> list[tuple[uuid.UUID, int]]:
@@ -648,11 +636,17 @@ async def engagement(*, db_session: AsyncSession, from_date: date, to_date: date
 
     session_rows = await db_session.execute(
         select(
-            DailySessionStats.day, DailySessionStats.sessions, DailySessionStats.session_us
-        ).where(DailySessionStats.day >= from_date, DailySessionStats.day <= to_date)
+            DailyListeningStats.day,
+            DailyListeningStats.sessions,
+            DailyListeningStats.session_us,
+            DailyListeningStats.streams,
+        ).where(DailyListeningStats.day >= from_date, DailyListeningStats.day <= to_date)
     )
-    sessions = {day: (int(count), int(us)) for day, count, us in session_rows.all()}
-    streams = await daily_streams(db_session=db_session, from_date=from_date, to_date=to_date)
+    sessions: dict[date, tuple[int, int]] = {}
+    streams: dict[date, int] = {}
+    for day, count, us, day_streams in session_rows.all():
+        sessions[day] = (int(count), int(us))
+        streams[day] = int(day_streams)
     days = []
     for offset in range(window_days):
         day = from_date + timedelta(days=offset)

@@ -8,7 +8,7 @@ reading them costs a few thousand rows whatever the number of events:
 - `daily_active_listeners`: per day, its active accounts by the days since each was active
   before (0 for a first day ever) — DAU, WAU, MAU, new listeners and any window's listeners
   are sums over it (see `DailyActiveListeners`);
-- `listening_sessions` and `daily_session_stats`: sessions (plays split by 30 minutes of
+- `listening_sessions` and `daily_listening_stats`: sessions (plays split by 30 minutes of
   inactivity) and, per day they start on, their count and summed length;
 - `listener_cohort_activity`: per week and per month cohort, the accounts active in each
   later period.
@@ -43,7 +43,7 @@ from encore.events.models import (
     DailyActiveListeners,
     DailyArtistListener,
     DailyArtistListenerGaps,
-    DailySessionStats,
+    DailyListeningStats,
     ListenerCohortActivity,
     ListenerDay,
     ListeningSession,
@@ -431,9 +431,9 @@ async def _merge_sessions(db_session: AsyncSession, plays: Sequence[PlayInterval
     changed = {day: counts for day, counts in per_day.items() if any(counts)}
     if not changed:
         return
-    statement = _insert_for(db_session)(DailySessionStats)
-    table = DailySessionStats.__table__
-    columns = ("sessions", "session_us", "plays")
+    statement = _insert_for(db_session)(DailyListeningStats)
+    table = DailyListeningStats.__table__
+    columns = ("sessions", "session_us", "session_plays")
     statement = statement.on_conflict_do_update(
         index_elements=["day"],
         set_={name: table.c[name] + statement.excluded[name] for name in columns},

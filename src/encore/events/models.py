@@ -172,16 +172,18 @@ class ListeningSession(UUIDPrimaryKey, Base):
     )
 
 
-class DailySessionStats(Base):
-    """The sessions that started on a UTC day: how many, their summed length, their plays."""
+class DailyListeningStats(Base):
+    """A UTC day's listening: the sessions that started on it (how many, their summed length,
+    their play events) and the streams counted on it (over all tracks)."""
 
-    __tablename__ = "daily_session_stats"
+    __tablename__ = "daily_listening_stats"
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     sessions: Mapped[int] = mapped_column(BigInteger, default=0)
     # Microseconds: event times have them, so sums stay exact.
     session_us: Mapped[int] = mapped_column(BigInteger, default=0)
-    plays: Mapped[int] = mapped_column(BigInteger, default=0)
+    session_plays: Mapped[int] = mapped_column(BigInteger, default=0)
+    streams: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ListenerCohortActivity(Base):

@@ -30,6 +30,7 @@ from encore.events.models import (
     CountedEvent,
     DailyArtistListener,
     DailyArtistStats,
+    DailyListeningStats,
     DailyTrackListener,
     DailyTrackStats,
     ListeningHistoryEntry,
@@ -361,6 +362,7 @@ class _Rollup:
     )
     track_streams: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
     artist_streams: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
+    day_streams: dict[date, int] = field(default_factory=lambda: defaultdict(int))
 
 
 async def _newly_counted(
@@ -484,6 +486,7 @@ async def apply_listening_events(batch: Sequence[LoggedEvent], db_session: Async
             user = play.event.user_id
             rollup.track_listeners[(play.day, play.track_id, user)] += 1
             rollup.track_streams[play.track_id] += 1
+            rollup.day_streams[play.day] += 1
             for artist in artist_ids:
                 rollup.artist_listeners[(play.day, artist, user)] += 1
                 rollup.artist_streams[artist] += 1
@@ -633,6 +636,21 @@ async def _upsert_rollups(db_session: AsyncSession, rollup: _Rollup) -> None:
     await _upsert_listeners(db_session, DailyTrackListener, "track_id", rollup.track_listeners)
     new_artist_listeners = await _insert_artist_listeners(db_session, rollup.artist_listeners)
     await record_artist_listener_days(db_session, new_artist_listeners)
+    if rollup.day_streams:
+        # Streams per day over every track, for engagement: a day's row, not its track rows.
+        statement = _insert_for(db_session)(DailyListeningStats)
+        await db_session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["day"],
+                set_={
+                    "streams": DailyListeningStats.__table__.c.streams + statement.excluded.streams
+                },
+            ),
+            [
+                {"day": day, "sessions": 0, "session_us": 0, "session_plays": 0, "streams": n}
+                for day, n in sorted(rollup.day_streams.items())
+            ],
+        )
 
 
 # --- reading ------------------------------------------------------------------------------

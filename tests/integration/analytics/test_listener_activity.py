@@ -24,7 +24,7 @@ from encore.events import service as events_service
 from encore.events.models import (
     DailyActiveListeners,
     DailyArtistListenerGaps,
-    DailySessionStats,
+    DailyListeningStats,
     ListenerCohortActivity,
     ListenerDay,
     ListeningSession,
@@ -40,13 +40,13 @@ from tests.integration.analytics.synthetic import (
     synthesize_month,
 )
 
-_COUNTS = {"listeners", "sessions", "session_us"}
+_COUNTS = {"listeners", "sessions", "session_us", "session_plays", "streams"}
 _ACTIVITY_TABLES = (
     DailyArtistListenerGaps,
     ListenerDay,
     DailyActiveListeners,
     ListeningSession,
-    DailySessionStats,
+    DailyListeningStats,
     ListenerCohortActivity,
 )
 
