@@ -84,29 +84,28 @@ class LakeLimits:
 # Where the lake files are
 
 
-def _partition_date(key: str) -> date | None:
+def _is_partition_file(key: str) -> bool:
+    """A Parquet part under a valid date partition (anything else in the prefix is skipped)."""
+    if not key.endswith(".parquet"):
+        return False
     for part in key.split("/"):
         if part.startswith("date="):
             try:
-                return date.fromisoformat(part.removeprefix("date="))
+                date.fromisoformat(part.removeprefix("date="))
             except ValueError:
-                return None
-    return None
+                return False
+            return True
+    return False
 
 
-async def lake_directory(
-    *, store: BlobStore, cache_dir: Path, from_date: date | None = None, to_date: date | None = None
-) -> Path:
-    """A local directory holding the lake's files (those of the dates asked for, at least)."""
+async def lake_directory(*, store: BlobStore, cache_dir: Path) -> Path:
+    """A local directory holding the lake's files (an S3 store's are copied once)."""
     local = store.local_path(LAKE_EVENTS_PREFIX)
     if local is not None:
         return local
     root = cache_dir / LAKE_EVENTS_PREFIX
     async for blob in store.list(LAKE_EVENTS_PREFIX):
-        if not blob.key.endswith(".parquet"):
-            continue
-        day = _partition_date(blob.key)
-        if day is None or (from_date and day < from_date) or (to_date and day > to_date):
+        if not _is_partition_file(blob.key):
             continue
         target = cache_dir / blob.key
         # Parts are rewritten only whole and with the same events, so size tells a stale copy.
