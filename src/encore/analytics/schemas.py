@@ -98,7 +98,7 @@ class EngagementDay(BaseModel):
     wau: int = Field(description="… in the 7 days ending that day.")
     mau: int = Field(description="… in the 30 days ending that day.")
     dau_mau: float | None
-    new_listeners: int = Field(description="Active that day for the first time in the lake.")
+    new_listeners: int = Field(description="Active that day for the first time ever.")
     returning_listeners: int
     sessions: int = Field(description="Sessions starting that day (split at 30 min idle).")
     avg_session_seconds: float | None
