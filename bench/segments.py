@@ -49,8 +49,10 @@ def _nginx_config(workdir: Path, *, port: int, body: str) -> str:
         f'    {kind}_temp_path "{workdir / "temp" / kind}";'
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    # As deploy/nginx/nginx.conf.example: compiled regexes (the edge's location and checks).
     return f"""
 {user}
+pcre_jit on;
 worker_processes 1;
 pid "{workdir / "nginx.pid"}";
 error_log "{workdir / "error.log"}" warn;
