@@ -3,9 +3,9 @@
 Triggers written by the migration keep the documents in step with the catalog and playlist
 tables, so every writer (the importer's batches, uploads, bulk loads) is covered. Popularity
 is not copied here: stream counts come from the catalog and follower counts from the library
-at query time, for the few candidates that need ranking. On SQLite,
-FTS5 trigram tables (one per kind, external content) index `doc`; on PostgreSQL, pg_trgm GIN
-indexes do.
+at query time, for the few candidates that need ranking. The words of `doc` are indexed by
+the same triggers: on SQLite in FTS5 tables (one per kind, external content, split on
+spaces), on PostgreSQL in `search_words` (migration b2c3d4e5f6a8).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class SearchDocument(Base):
     kind: Mapped[str] = mapped_column(String(16))
     # Folded primary name (title, artist or playlist name), what relevance weighs most.
     name: Mapped[str] = mapped_column(Text)
-    # " name artists album ": every folded field, padded with spaces so that a word's start
-    # and end are themselves trigrams.
+    # " name artists album ": every folded field, space-separated (and padded with spaces, so
+    # " word " and " start" are plain substrings of it).
     doc: Mapped[str] = mapped_column(Text)
     # Playlists only: who may find them.
     owner_user_id: Mapped[uuid.UUID | None] = mapped_column()
