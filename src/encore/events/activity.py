@@ -131,6 +131,7 @@ class _DayNeighbourhoods:
 
     # Sorted: every day of the key within the range asked for, and each new day's neighbours.
     known: dict[_Key, list[date]]
+    # Each key's first day ever (only when asked for: cohorts need it, artists do not).
     first: dict[_Key, date]
 
 
@@ -141,6 +142,8 @@ async def _day_neighbourhoods(
     new_days: dict[_Key, set[date]],
     low: date,
     high: date,
+    *,
+    with_first: bool = True,
 ) -> _DayNeighbourhoods:
     """What gap and cohort changes need, read after the new days were inserted: the keys'
     days in [low, high], each new day's neighbours and each key's first day (index seeks,
@@ -152,11 +155,13 @@ async def _day_neighbourhoods(
         outer[0].in_([key[0] for key in keys]) if len(outer) == 1 else tuple_(*outer).in_(keys)
     )
     known: dict[_Key, set[date]] = defaultdict(set)
-    in_range = await db_session.execute(
-        select(*outer, model.day).where(key_filter, model.day >= low, model.day <= high)
-    )
-    for *key_values, day in in_range.all():
-        known[tuple(key_values)].add(day)
+    if low < high:
+        # (With a range of one day, the only days in it are the new ones.)
+        in_range = await db_session.execute(
+            select(*outer, model.day).where(key_filter, model.day >= low, model.day <= high)
+        )
+        for *key_values, day in in_range.all():
+            known[tuple(key_values)].add(day)
     other = aliased(model)
     same_key = [
         getattr(other, name) == column for name, column in zip(key_columns, outer, strict=True)
@@ -175,7 +180,11 @@ async def _day_neighbourhoods(
         .limit(1)
         .scalar_subquery()
     )
-    first = select(other.day).where(*same_key).order_by(other.day).limit(1).scalar_subquery()
+    first = (
+        select(other.day).where(*same_key).order_by(other.day).limit(1).scalar_subquery()
+        if with_first
+        else model.day
+    )
     neighbours = await db_session.execute(
         select(*outer, model.day, previous, following, first).where(
             key_filter, model.day.in_(every_new_day)
@@ -289,6 +298,7 @@ async def record_artist_listener_days(
         new_days,
         min(every_new_day),
         max(every_new_day),
+        with_first=False,
     )
     per_artist: dict[tuple[uuid.UUID, date, int], int] = defaultdict(int)
     for key in sorted(new_days):

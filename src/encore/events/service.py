@@ -604,30 +604,29 @@ async def _insert_artist_listeners(
     are new, which the listener gaps count."""
     if not increments:
         return set()
-    rows = [
-        {"day": day, "artist_id": artist, "user_id": user, "streams": streams}
-        for (day, artist, user), streams in sorted(increments.items())
-    ]
-    inserted = await db_session.execute(
-        _insert_for(db_session)(DailyArtistListener)
-        .on_conflict_do_nothing(index_elements=["day", "artist_id", "user_id"])
-        .returning(
-            DailyArtistListener.artist_id, DailyArtistListener.user_id, DailyArtistListener.day
+    statement = _insert_for(db_session)(DailyArtistListener)
+    table = DailyArtistListener.__table__
+    upserted = await db_session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["day", "artist_id", "user_id"],
+            set_={"streams": table.c.streams + statement.excluded.streams},
+        ).returning(
+            DailyArtistListener.day,
+            DailyArtistListener.artist_id,
+            DailyArtistListener.user_id,
+            DailyArtistListener.streams,
         ),
-        rows,
+        [
+            {"day": day, "artist_id": artist, "user_id": user, "streams": streams}
+            for (day, artist, user), streams in sorted(increments.items())
+        ],
     )
-    new = {(artist, user, day) for artist, user, day in inserted.all()}
-    await _upsert_listeners(
-        db_session,
-        DailyArtistListener,
-        "artist_id",
-        {
-            (day, artist, user): streams
-            for (day, artist, user), streams in increments.items()
-            if (artist, user, day) not in new
-        },
-    )
-    return new
+    # A row holds a stream from the start, so one holding just this batch's streams is new.
+    return {
+        (artist, user, day)
+        for day, artist, user, streams in upserted.all()
+        if streams == increments[(day, artist, user)]
+    }
 
 
 async def _upsert_rollups(db_session: AsyncSession, rollup: _Rollup) -> None:
