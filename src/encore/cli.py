@@ -646,18 +646,13 @@ def _report_window(from_text: str | None, to_text: str | None) -> tuple[date, da
 def report_engagement(from_text: _FromOption = None, to_text: _ToOption = None) -> None:
     """DAU, WAU, MAU, new and returning listeners, sessions, streams per listener, per day."""
     from encore.analytics import report
-    from encore.storage import open_blob_store
 
     settings = _settings()
     first, last = _report_window(from_text, to_text)
 
     async def work(db_session: AsyncSession) -> list[object]:
         engagement = await report.compute_engagement(
-            db_session=db_session,
-            store=open_blob_store(settings),
-            settings=settings,
-            from_date=first,
-            to_date=last,
+            db_session=db_session, from_date=first, to_date=last
         )
         return list(report.engagement_tables(engagement))
 

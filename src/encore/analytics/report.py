@@ -10,21 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from encore.analytics import service
 from encore.analytics.schemas import Engagement, EntityStats, Granularity, SplitRow
 from encore.catalog import service as catalog_service
-from encore.config import Settings
 from encore.problems import NotFound
-from encore.storage import BlobStore
 
 
 async def compute_engagement(
-    *,
-    db_session: AsyncSession,
-    store: BlobStore | None = None,
-    settings: Settings | None = None,
-    from_date: date,
-    to_date: date,
+    *, db_session: AsyncSession, from_date: date, to_date: date
 ) -> Engagement:
-    """Engagement per day over the window, from the rollups (the store and settings, which
-    the lake version read, are no longer needed)."""
+    """Engagement per day over the window, from the listener activity rollups."""
     return await service.engagement(db_session=db_session, from_date=from_date, to_date=to_date)
 
 
