@@ -686,10 +686,6 @@ def report_artist(
     _print_report(_run_in_session(settings, work))
 
 
-if __name__ == "__main__":
-    app()
-
-
 @recommend_app.command("train")
 def recommend_train(
     engine: Annotated[
@@ -782,3 +778,7 @@ def recommend_evaluate(
     for row in evaluate_hetrec(hetrec):
         table.add_row(row.label, f"{row.precision_at_10:.4f}", f"{row.ndcg_at_10:.4f}")
     output.print(table)
+
+
+if __name__ == "__main__":
+    app()
