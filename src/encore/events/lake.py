@@ -8,20 +8,28 @@ partition and each part is named after the log position of its first event (in l
 A consumer that dies after writing and before recording its progress reads the batch again
 from the same first position, so every part it writes again has the name of the part it
 replaces (put is atomic) — the redo overwrites, it never adds a second copy.
+
+A log may also hold an event twice: JetStream deduplicates a client's retry only within its
+duplicate window. The writer records each event it writes (`lake_written_events`, in the
+consumer's transaction) and leaves out one it wrote before.
 """
 
 from __future__ import annotations
 
 import io
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore.bus.event_log import LoggedEvent
+from encore.events.models import LakeWrittenEvent
 from encore.storage import BlobStore
 
 LAKE_EVENTS_PREFIX = "lake/events"
@@ -29,6 +37,8 @@ LAKE_SCHEMA_VERSION = 1
 """Bumped whenever a column changes meaning or type; readers select on `schema_version`."""
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+_KEYS_PER_STATEMENT = 5000
+"""Events recorded per INSERT (two parameters each: under SQLite's 32,766)."""
 
 EVENT_LAKE_SCHEMA = pa.schema(
     [
@@ -135,6 +145,35 @@ async def write_lake_files(
     return keys
 
 
+async def unwritten_events(
+    db_session: AsyncSession, batch: Sequence[LoggedEvent]
+) -> list[LoggedEvent]:
+    """The events of the batch not yet in the lake, in log order, each once; recorded as
+    written in this session's transaction (the consumer commits it with its progress)."""
+    if not batch:
+        return []
+    dialect = db_session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(LakeWrittenEvent)
+        .on_conflict_do_nothing()
+        .returning(LakeWrittenEvent.user_id, LakeWrittenEvent.event_id)
+    )
+    keys = {(event.user_id, event.event_id) for event in batch}
+    rows = [{"user_id": user_id, "event_id": event_id} for user_id, event_id in keys]
+    fresh: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    for start in range(0, len(rows), _KEYS_PER_STATEMENT):
+        result = await db_session.execute(statement, rows[start : start + _KEYS_PER_STATEMENT])
+        fresh.update((user_id, event_id) for user_id, event_id in result.all())
+    unwritten = []
+    for event in batch:
+        key = (event.user_id, event.event_id)
+        if key in fresh:
+            fresh.discard(key)  # a second copy inside the batch is left out too
+            unwritten.append(event)
+    return unwritten
+
+
 class LakeWriter:
     """The lake consumer's handler: a batch of the log becomes Parquet files in the store."""
 
@@ -143,5 +182,8 @@ class LakeWriter:
         self._log_source = log_source
 
     async def __call__(self, batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
-        """Write the batch (the database session is not needed: the lake lives in the store)."""
-        await write_lake_files(store=self._store, events=batch, log_source=self._log_source)
+        """Write the batch's events not already in the lake. A redo of the batch (the consumer
+        died before committing) finds the same events unwritten, since the record of them
+        rolled back, so it rewrites the same files under the same names."""
+        events = await unwritten_events(db_session, batch)
+        await write_lake_files(store=self._store, events=events, log_source=self._log_source)

@@ -27,6 +27,16 @@ class CountedEvent(Base):
     counted_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class LakeWrittenEvent(Base):
+    """An event the lake consumer has written: a second copy of it in the log (a client's
+    retry after JetStream's duplicate window) is left out of the lake."""
+
+    __tablename__ = "lake_written_events"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+
+
 class ListeningHistoryEntry(UUIDPrimaryKey, Base):
     """A play of 30 s or more: a stream, or a play flagged as abuse and not counted."""
 

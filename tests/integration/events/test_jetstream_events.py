@@ -7,8 +7,10 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -22,6 +24,7 @@ from encore.bus.jetstream_events import JetStreamEventLog
 from encore.config import Settings
 from encore.db import utcnow
 from encore.events import service as events_service
+from encore.events.lake import LAKE_EVENTS_PREFIX
 from encore.events.models import DailyTrackStats
 from encore.events.tasks import LISTENING_CONSUMER
 from tests.fixtures.events import (
@@ -94,6 +97,14 @@ async def test_a_redelivery_after_the_dedupe_window_still_counts_once(js_app: Fa
     applied = await drain_events(js_app)
     assert applied == 6, applied  # two messages, each through the three consumers
     assert await _streams(js_app) == 1
+    # The lake holds it once too, though it read both copies.
+    lake = Path(resources.settings.storage_url.removeprefix("file://")) / LAKE_EVENTS_PREFIX
+    with duckdb.connect() as reader:
+        copies = reader.execute(
+            "select event_id, count(*) from "
+            f"read_parquet('{lake}/**/*.parquet', hive_partitioning = true) group by 1"
+        ).fetchall()
+    assert copies == [(event["event_id"], 1)]
 
 
 class ConsumerCrash(Exception):
