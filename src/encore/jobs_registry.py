@@ -10,6 +10,7 @@ def default_handlers() -> dict[str, bus.JobHandler]:
     # Domain task modules are imported here, not at the top: they import encore.bus themselves.
     # A new kind is one entry, e.g. `"process_track": media_tasks.process_track,` after
     # `from encore.media import tasks as media_tasks`.
+    from encore.events import tasks as events_tasks
     from encore.media import service as media_service
     from encore.media import tasks as media_tasks
     from encore.recommend import tasks as recommend_tasks
@@ -19,4 +20,5 @@ def default_handlers() -> dict[str, bus.JobHandler]:
         media_service.PROCESS_TRACK_JOB: media_tasks.process_track,
         recommend_tasks.TRAIN_JOB: recommend_tasks.train_recommendations,
         recommend_tasks.REFRESH_PLAYLISTS_JOB: recommend_tasks.refresh_playlists,
+        events_tasks.PRUNE_JOB: events_tasks.prune_dedupe_records,
     }

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore.bus.event_log import LoggedEvent
+from encore.db import utcnow
 from encore.events.models import LakeWrittenEvent
 from encore.storage import BlobStore
 
@@ -160,7 +161,10 @@ async def unwritten_events(
         .returning(LakeWrittenEvent.user_id, LakeWrittenEvent.event_id)
     )
     keys = {(event.user_id, event.event_id) for event in batch}
-    rows = [{"user_id": user_id, "event_id": event_id} for user_id, event_id in keys]
+    now = utcnow()
+    rows = [
+        {"user_id": user_id, "event_id": event_id, "written_at": now} for user_id, event_id in keys
+    ]
     fresh: set[tuple[uuid.UUID, uuid.UUID]] = set()
     for start in range(0, len(rows), _KEYS_PER_STATEMENT):
         result = await db_session.execute(statement, rows[start : start + _KEYS_PER_STATEMENT])

@@ -35,6 +35,7 @@ class LakeWrittenEvent(Base):
 
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class ListeningHistoryEntry(UUIDPrimaryKey, Base):

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from cachetools import TTLCache
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +33,7 @@ from encore.events.models import (
     DailyListeningStats,
     DailyTrackListener,
     DailyTrackStats,
+    LakeWrittenEvent,
     ListeningHistoryEntry,
 )
 from encore.events.schemas import (
@@ -385,6 +386,54 @@ async def _newly_counted(
     )
     fresh = {(row.user_id, row.event_id) for row in inserted}
     return [event for event in batch if (event.user_id, event.event_id) in fresh]
+
+
+DEDUPE_RECORD_MARGIN = timedelta(days=1)
+_PRUNE_CHUNK = 10_000
+
+
+def dedupe_record_horizon(*, now: datetime, log_retention_days: int) -> datetime:
+    """Records of applied or written events older than this can go: a copy of their event can
+    no longer reach the log. A client may send an event again until it is MAX_OFFLINE_AGE
+    old (its occurred_at, never after it was recorded), and a copy stays in the log for its
+    retention, plus a day's margin."""
+    return now - MAX_OFFLINE_AGE - timedelta(days=log_retention_days) - DEDUPE_RECORD_MARGIN
+
+
+async def prune_dedupe_records(*, db_session: AsyncSession, older_than: datetime) -> dict[str, int]:
+    """Delete `counted_events` and `lake_written_events` rows recorded before `older_than`,
+    in chunks (each committed), so no transaction holds a big table for long; rows deleted
+    per table."""
+    deleted: dict[str, int] = {}
+    records: tuple[tuple[type[CountedEvent] | type[LakeWrittenEvent], Any], ...] = (
+        (CountedEvent, CountedEvent.counted_at),
+        (LakeWrittenEvent, LakeWrittenEvent.written_at),
+    )
+    for model, recorded_at in records:
+        total = 0
+        while True:
+            chunk = (
+                select(model.user_id, model.event_id)
+                .where(recorded_at < older_than)
+                .limit(_PRUNE_CHUNK)
+                .subquery()
+            )
+            statement = (
+                delete(model)
+                .where(
+                    tuple_(model.user_id, model.event_id).in_(
+                        select(chunk.c.user_id, chunk.c.event_id)
+                    )
+                )
+                .execution_options(synchronize_session=False)
+            )
+            removed = int(getattr(await db_session.execute(statement), "rowcount", 0) or 0)
+            await db_session.commit()
+            total += removed
+            if removed < _PRUNE_CHUNK:
+                break
+        deleted[model.__tablename__] = total
+    return deleted
 
 
 def _overlaps(play: _Play, accepted: Iterable[tuple[datetime, datetime]]) -> bool:

@@ -2,18 +2,61 @@
 
 from __future__ import annotations
 
-from encore.bus.event_log import EventConsumer
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from encore import bus
+from encore.bus.event_log import EventConsumer, LoggedEvent
 from encore.config import Settings
+from encore.db import utcnow
 from encore.events import service
 from encore.events.lake import LakeWriter
 from encore.recommend.tasks import RecommendConsumer
 from encore.storage import BlobStore
+
+logger = structlog.get_logger("encore.events")
 
 LISTENING_CONSUMER = "listening"
 """History, play counts and daily rollups, in the database."""
 
 LAKE_CONSUMER = "lake"
 """Hourly Parquet files in the blob store."""
+
+
+PRUNE_JOB = "events_prune_dedupe_records"
+SCHEDULED_PRUNE = "scheduled"
+"""Dedupe key of the next pruning run: at most one is ever queued."""
+PRUNE_INTERVAL = timedelta(days=1)
+
+
+class ListeningConsumer:
+    """Applies events to history, counts and rollups; keeps a daily pruning of the records
+    that make redeliveries harmless queued while events arrive."""
+
+    async def __call__(self, batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
+        """Apply a batch (each event once) in the consumer's transaction."""
+        await service.apply_listening_events(batch, db_session)
+        await bus.enqueue_job(
+            db_session=db_session,
+            kind=PRUNE_JOB,
+            payload={},
+            dedupe_key=SCHEDULED_PRUNE,
+            run_after=utcnow() + PRUNE_INTERVAL,
+        )
+
+
+async def prune_dedupe_records(payload: dict[str, Any], context: bus.JobContext) -> None:
+    """The pruning job: forget applied and written events no copy of which can come again."""
+    older_than = service.dedupe_record_horizon(
+        now=utcnow(), log_retention_days=context.settings.events_retention_days
+    )
+    async with context.session_factory() as db_session:
+        deleted = await service.prune_dedupe_records(db_session=db_session, older_than=older_than)
+    logger.info("events_dedupe_records_pruned", older_than=older_than.isoformat(), **deleted)
 
 
 def event_consumers(
@@ -23,7 +66,7 @@ def event_consumers(
     return [
         EventConsumer(
             name=LISTENING_CONSUMER,
-            handler=service.apply_listening_events,
+            handler=ListeningConsumer(),
             batch_size=settings.events_consumer_batch,
         ),
         EventConsumer(

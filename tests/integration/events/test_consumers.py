@@ -17,9 +17,15 @@ from encore.bus.event_log import EventConsumer, LoggedEvent, drain_event_consume
 from encore.db import utcnow
 from encore.events import service as events_service
 from encore.events.lake import LAKE_EVENTS_PREFIX, LAKE_SCHEMA_VERSION, LakeWriter
-from encore.events.models import DailyTrackStats, ListeningHistoryEntry
+from encore.events.models import (
+    CountedEvent,
+    DailyTrackStats,
+    LakeWrittenEvent,
+    ListeningHistoryEntry,
+)
 from encore.events.service import record_events
-from encore.events.tasks import LAKE_CONSUMER, LISTENING_CONSUMER
+from encore.events.tasks import LAKE_CONSUMER, LISTENING_CONSUMER, PRUNE_JOB
+from encore.jobs_models import JobRecord
 from tests.fixtures.events import drain_events, listening_session, play_end, seed_catalog
 from tests.fixtures.oauth import create_user, resources_of
 
@@ -150,3 +156,57 @@ async def test_a_redelivered_event_is_applied_once(app: FastAPI) -> None:
     async with resources.session_factory() as db_session:
         streams = await db_session.scalar(select(func.sum(DailyTrackStats.streams)))
     assert streams == 1
+
+
+async def _dedupe_records(app: FastAPI) -> dict[str, set[uuid.UUID]]:
+    async with resources_of(app).session_factory() as db_session:
+        return {
+            "counted": set(await db_session.scalars(select(CountedEvent.event_id))),
+            "written": set(await db_session.scalars(select(LakeWrittenEvent.event_id))),
+        }
+
+
+async def test_dedupe_records_are_pruned_once_no_copy_can_come_again(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    playable = await seed_catalog(app, artists=1, tracks_per_artist=2)
+    user = await create_user(app, "olga")
+    events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=2))
+    await _append(app, user.id, events)
+    await drain_events(app)
+    recent = {uuid.UUID(str(event["event_id"])) for event in events}
+    assert await _dedupe_records(app) == {"counted": recent, "written": recent}
+    # The listening consumer keeps one pruning run queued, a day ahead.
+    async with resources_of(app).session_factory() as db_session:
+        queued = (
+            await db_session.scalars(select(JobRecord).where(JobRecord.kind == PRUNE_JOB))
+        ).all()
+    assert len(queued) == 1
+    assert queued[0].run_after > utcnow() + timedelta(hours=23)
+
+    now = utcnow()
+    horizon = events_service.dedupe_record_horizon(now=now, log_retention_days=7)
+    assert now - timedelta(days=39) < horizon < now - timedelta(days=37)
+    # Seven records a second before the horizon (more than one chunk), one a second after.
+    old = [uuid.uuid4() for _ in range(7)]
+    kept = uuid.uuid4()
+    async with resources_of(app).session_factory() as db_session:
+        for event_id in [*old, kept]:
+            at = (
+                horizon - timedelta(seconds=1)
+                if event_id != kept
+                else horizon + timedelta(seconds=1)
+            )
+            db_session.add(CountedEvent(user_id=user.id, event_id=event_id, counted_at=at))
+            db_session.add(LakeWrittenEvent(user_id=user.id, event_id=event_id, written_at=at))
+        await db_session.commit()
+    monkeypatch.setattr(events_service, "_PRUNE_CHUNK", 3)
+
+    async with resources_of(app).session_factory() as db_session:
+        deleted = await events_service.prune_dedupe_records(
+            db_session=db_session, older_than=horizon
+        )
+
+    assert deleted == {"counted_events": 7, "lake_written_events": 7}
+    left = recent | {kept}
+    assert await _dedupe_records(app) == {"counted": left, "written": left}
