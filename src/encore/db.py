@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import uuid_utils
-from sqlalchemy import DateTime, Dialect, MetaData, event, text
+from sqlalchemy import DateTime, Dialect, MetaData, delete, event, select, text, tuple_
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
@@ -207,3 +207,30 @@ async def ping_database(engine: AsyncEngine) -> None:
     """Run a trivial query; raises when the database cannot be reached."""
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+async def delete_recorded_before(
+    db_session: AsyncSession,
+    *,
+    keys: tuple[InstrumentedAttribute[Any], ...],
+    recorded_at: InstrumentedAttribute[datetime],
+    older_than: datetime,
+    chunk: int = 10_000,
+) -> int:
+    """Delete the rows of the model these key columns belong to whose `recorded_at` is before
+    `older_than`, `chunk` rows per committed transaction (no long lock on a big table); the
+    number deleted."""
+    model = keys[0].class_
+    total = 0
+    while True:
+        doomed = select(*keys).where(recorded_at < older_than).limit(chunk).subquery()
+        statement = (
+            delete(model)
+            .where(tuple_(*keys).in_(select(*doomed.c)))
+            .execution_options(synchronize_session=False)
+        )
+        removed = int(getattr(await db_session.execute(statement), "rowcount", 0) or 0)
+        await db_session.commit()
+        total += removed
+        if removed < chunk:
+            return total

@@ -13,14 +13,14 @@ from typing import Any
 import orjson
 from cachetools import TTLCache
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import and_, delete, or_, select, tuple_
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore.bus.event_log import EventLog, EventToAppend, LoggedEvent
 from encore.catalog import service as catalog_service
-from encore.db import new_id, utcnow
+from encore.db import delete_recorded_before, new_id, utcnow
 from encore.events.activity import (
     PlayInterval,
     apply_listener_activity,
@@ -389,7 +389,7 @@ async def _newly_counted(
 
 
 DEDUPE_RECORD_MARGIN = timedelta(days=1)
-_PRUNE_CHUNK = 10_000
+PRUNE_CHUNK = 10_000
 
 
 def dedupe_record_horizon(*, now: datetime, log_retention_days: int) -> datetime:
@@ -400,40 +400,27 @@ def dedupe_record_horizon(*, now: datetime, log_retention_days: int) -> datetime
     return now - MAX_OFFLINE_AGE - timedelta(days=log_retention_days) - DEDUPE_RECORD_MARGIN
 
 
-async def prune_dedupe_records(*, db_session: AsyncSession, older_than: datetime) -> dict[str, int]:
+async def prune_dedupe_records(
+    *, db_session: AsyncSession, older_than: datetime, chunk: int = PRUNE_CHUNK
+) -> dict[str, int]:
     """Delete `counted_events` and `lake_written_events` rows recorded before `older_than`,
-    in chunks (each committed), so no transaction holds a big table for long; rows deleted
-    per table."""
-    deleted: dict[str, int] = {}
-    records: tuple[tuple[type[CountedEvent] | type[LakeWrittenEvent], Any], ...] = (
-        (CountedEvent, CountedEvent.counted_at),
-        (LakeWrittenEvent, LakeWrittenEvent.written_at),
-    )
-    for model, recorded_at in records:
-        total = 0
-        while True:
-            chunk = (
-                select(model.user_id, model.event_id)
-                .where(recorded_at < older_than)
-                .limit(_PRUNE_CHUNK)
-                .subquery()
-            )
-            statement = (
-                delete(model)
-                .where(
-                    tuple_(model.user_id, model.event_id).in_(
-                        select(chunk.c.user_id, chunk.c.event_id)
-                    )
-                )
-                .execution_options(synchronize_session=False)
-            )
-            removed = int(getattr(await db_session.execute(statement), "rowcount", 0) or 0)
-            await db_session.commit()
-            total += removed
-            if removed < _PRUNE_CHUNK:
-                break
-        deleted[model.__tablename__] = total
-    return deleted
+    in committed chunks; rows deleted per table."""
+    return {
+        "counted_events": await delete_recorded_before(
+            db_session,
+            keys=(CountedEvent.user_id, CountedEvent.event_id),
+            recorded_at=CountedEvent.counted_at,
+            older_than=older_than,
+            chunk=chunk,
+        ),
+        "lake_written_events": await delete_recorded_before(
+            db_session,
+            keys=(LakeWrittenEvent.user_id, LakeWrittenEvent.event_id),
+            recorded_at=LakeWrittenEvent.written_at,
+            older_than=older_than,
+            chunk=chunk,
+        ),
+    }
 
 
 def _overlaps(play: _Play, accepted: Iterable[tuple[datetime, datetime]]) -> bool:

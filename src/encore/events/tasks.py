@@ -15,6 +15,7 @@ from encore.config import Settings
 from encore.db import utcnow
 from encore.events import service
 from encore.events.lake import LakeWriter
+from encore.recommend import service as recommend_service
 from encore.recommend.tasks import RecommendConsumer
 from encore.storage import BlobStore
 
@@ -56,6 +57,9 @@ async def prune_dedupe_records(payload: dict[str, Any], context: bus.JobContext)
     )
     async with context.session_factory() as db_session:
         deleted = await service.prune_dedupe_records(db_session=db_session, older_than=older_than)
+        deleted["recommend_applied_events"] = await recommend_service.prune_applied_events(
+            db_session=db_session, older_than=older_than
+        )
     logger.info("events_dedupe_records_pruned", older_than=older_than.isoformat(), **deleted)
 
 

@@ -26,7 +26,7 @@ from encore.bus.event_log import LoggedEvent
 from encore.catalog import service as catalog_service
 from encore.catalog.schemas import TrackRead
 from encore.config import Settings
-from encore.db import utcnow
+from encore.db import delete_recorded_before, utcnow
 from encore.events.schemas import PLAY_END_EVENT_TYPES, STREAM_THRESHOLD_MS, EventType
 from encore.pagination import decode_cursor, encode_cursor
 from encore.problems import InvalidInput, NotFound
@@ -106,6 +106,20 @@ async def _newly_applied(
     )
     fresh = {(row.user_id, row.event_id) for row in inserted}
     return [event for key, event in unique.items() if key in fresh]
+
+
+async def prune_applied_events(
+    *, db_session: AsyncSession, older_than: datetime, chunk: int = 10_000
+) -> int:
+    """Forget applied events recorded before `older_than` (no copy of them can come again:
+    the events domain decides when); rows deleted, in committed chunks."""
+    return await delete_recorded_before(
+        db_session,
+        keys=(RecommendAppliedEvent.user_id, RecommendAppliedEvent.event_id),
+        recorded_at=RecommendAppliedEvent.applied_at,
+        older_than=older_than,
+        chunk=chunk,
+    )
 
 
 @dataclass

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from encore import bus
 from encore.bus.event_log import EventConsumer, LoggedEvent, drain_event_consumers
 from encore.db import utcnow
 from encore.events import service as events_service
@@ -24,8 +25,14 @@ from encore.events.models import (
     ListeningHistoryEntry,
 )
 from encore.events.service import record_events
-from encore.events.tasks import LAKE_CONSUMER, LISTENING_CONSUMER, PRUNE_JOB
-from encore.jobs_models import JobRecord
+from encore.events.tasks import (
+    LAKE_CONSUMER,
+    LISTENING_CONSUMER,
+    PRUNE_JOB,
+    prune_dedupe_records,
+)
+from encore.jobs_models import JobRecord, JobState
+from encore.recommend.models import RecommendAppliedEvent
 from tests.fixtures.events import drain_events, listening_session, play_end, seed_catalog
 from tests.fixtures.oauth import create_user, resources_of
 
@@ -163,50 +170,78 @@ async def _dedupe_records(app: FastAPI) -> dict[str, set[uuid.UUID]]:
         return {
             "counted": set(await db_session.scalars(select(CountedEvent.event_id))),
             "written": set(await db_session.scalars(select(LakeWrittenEvent.event_id))),
+            "recommend": set(await db_session.scalars(select(RecommendAppliedEvent.event_id))),
         }
 
 
-async def test_dedupe_records_are_pruned_once_no_copy_can_come_again(
-    app: FastAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_dedupe_records_are_pruned_once_no_copy_can_come_again(app: FastAPI) -> None:
+    resources = resources_of(app)
     playable = await seed_catalog(app, artists=1, tracks_per_artist=2)
     user = await create_user(app, "olga")
     events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=2))
     await _append(app, user.id, events)
     await drain_events(app)
     recent = {uuid.UUID(str(event["event_id"])) for event in events}
-    assert await _dedupe_records(app) == {"counted": recent, "written": recent}
+    assert await _dedupe_records(app) == {"counted": recent, "written": recent, "recommend": recent}
     # The listening consumer keeps one pruning run queued, a day ahead.
-    async with resources_of(app).session_factory() as db_session:
+    async with resources.session_factory() as db_session:
         queued = (
             await db_session.scalars(select(JobRecord).where(JobRecord.kind == PRUNE_JOB))
         ).all()
     assert len(queued) == 1
     assert queued[0].run_after > utcnow() + timedelta(hours=23)
 
-    now = utcnow()
-    horizon = events_service.dedupe_record_horizon(now=now, log_retention_days=7)
-    assert now - timedelta(days=39) < horizon < now - timedelta(days=37)
-    # Seven records a second before the horizon (more than one chunk), one a second after.
+    retention = resources.settings.events_retention_days
+    horizon = events_service.dedupe_record_horizon(now=utcnow(), log_retention_days=retention)
+    assert utcnow() - timedelta(days=32 + retention) < horizon < utcnow() - timedelta(days=30)
+    # Records a minute before the horizon go, one a minute after it stays.
     old = [uuid.uuid4() for _ in range(7)]
     kept = uuid.uuid4()
-    async with resources_of(app).session_factory() as db_session:
+    async with resources.session_factory() as db_session:
         for event_id in [*old, kept]:
-            at = (
-                horizon - timedelta(seconds=1)
-                if event_id != kept
-                else horizon + timedelta(seconds=1)
-            )
+            at = horizon + (timedelta(minutes=1) if event_id == kept else -timedelta(minutes=1))
             db_session.add(CountedEvent(user_id=user.id, event_id=event_id, counted_at=at))
             db_session.add(LakeWrittenEvent(user_id=user.id, event_id=event_id, written_at=at))
+            db_session.add(RecommendAppliedEvent(user_id=user.id, event_id=event_id, applied_at=at))
         await db_session.commit()
-    monkeypatch.setattr(events_service, "_PRUNE_CHUNK", 3)
 
+    # The job as a worker runs it.
+    record = queued[0]
+    job = bus.Job(
+        id=record.id,
+        kind=record.kind,
+        payload={},
+        state=JobState.running,
+        attempts=1,
+        run_after=record.run_after,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+    await prune_dedupe_records(
+        {},
+        bus.JobContext(
+            job=job,
+            worker_id="test",
+            settings=resources.settings,
+            session_factory=resources.session_factory,
+            store=resources.store,
+        ),
+    )
+
+    left = recent | {kept}
+    assert await _dedupe_records(app) == {"counted": left, "written": left, "recommend": left}
+
+
+async def test_pruning_deletes_in_chunks(app: FastAPI) -> None:
+    user = await create_user(app, "pavel")
+    at = utcnow() - timedelta(days=100)
+    async with resources_of(app).session_factory() as db_session:
+        for _ in range(7):
+            db_session.add(CountedEvent(user_id=user.id, event_id=uuid.uuid4(), counted_at=at))
+        await db_session.commit()
     async with resources_of(app).session_factory() as db_session:
         deleted = await events_service.prune_dedupe_records(
-            db_session=db_session, older_than=horizon
+            db_session=db_session, older_than=utcnow(), chunk=3
         )
-
-    assert deleted == {"counted_events": 7, "lake_written_events": 7}
-    left = recent | {kept}
-    assert await _dedupe_records(app) == {"counted": left, "written": left}
+    assert deleted == {"counted_events": 7, "lake_written_events": 0}
+    assert await _dedupe_records(app) == {"counted": set(), "written": set(), "recommend": set()}
