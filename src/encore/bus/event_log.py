@@ -137,12 +137,15 @@ def logged_event_from_body(position: int, body: bytes) -> LoggedEvent:
 _EVENT_LOG: Table = EventLogEntry.__table__  # type: ignore[assignment]
 _SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 _SQLITE_APPEND_PREFIX = "INSERT INTO event_log (user_id, event_id, received_at, body) VALUES "
-_SQLITE_APPEND_SUFFIX = " ON CONFLICT (user_id, event_id) DO NOTHING"
+_SQLITE_APPEND_SUFFIX = " ON CONFLICT (user_id, event_id) DO NOTHING RETURNING user_id, event_id"
+GROUP_COMMIT_MAX_EVENTS = 5000
+"""Events one group commit writes at most (four parameters each: under SQLite's 32,766)."""
 
 
-async def _append_to_sqlite(session: AsyncSession, events: Sequence[EventToAppend]) -> int:
-    """One multi-row INSERT of plain values: the append is the hot path of event ingest, and
-    SQLAlchemy's per-row type processing cost several times SQLite's own work."""
+async def _append_to_sqlite(session: AsyncSession, events: Sequence[EventToAppend]) -> set[str]:
+    """One multi-row INSERT of plain values; the keys (user hex + event hex) it inserted. The
+    append is the hot path of event ingest, and SQLAlchemy's per-row type processing cost
+    several times SQLite's own work."""
     parameters: list[str] = []
     for event in events:
         parameters += (
@@ -156,7 +159,34 @@ async def _append_to_sqlite(session: AsyncSession, events: Sequence[EventToAppen
     )
     connection = await session.connection()
     result = await connection.exec_driver_sql(statement, tuple(parameters))
-    return int(result.rowcount)
+    rows: list[tuple[str, str]] = [tuple(row) for row in result.all()]
+    return {user + event for user, event in rows}
+
+
+async def _append_to_postgresql(session: AsyncSession, events: Sequence[EventToAppend]) -> set[str]:
+    """asyncpg's batched insert; the keys (user hex + event hex) it inserted."""
+    statement = (
+        postgresql_insert(_EVENT_LOG)
+        .on_conflict_do_nothing(index_elements=["user_id", "event_id"])
+        .returning(_EVENT_LOG.c.user_id, _EVENT_LOG.c.event_id)
+    )
+    rows = [
+        {
+            "user_id": event.user_id,
+            "event_id": event.event_id,
+            "received_at": event.received_at,
+            "body": event.body.decode(),
+        }
+        for event in events
+    ]
+    result = await session.execute(statement, rows)
+    return {user.hex + event.hex for user, event in result.all()}
+
+
+@dataclass
+class _PendingAppend:
+    events: Sequence[EventToAppend]
+    result: asyncio.Future[AppendResult]
 
 
 class DatabaseEventLog:
@@ -166,31 +196,57 @@ class DatabaseEventLog:
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
+        # Group commit: appends that arrive while a transaction is being written wait and go
+        # into the next one together, so concurrent requests share one INSERT and one COMMIT
+        # (each is still answered only after the commit that holds its events).
+        self._pending: list[_PendingAppend] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def append(self, events: Sequence[EventToAppend]) -> AppendResult:
-        """Insert the events in one transaction; events already in the log are left alone."""
+        """Insert the events in a committed transaction (shared with appends arriving at the
+        same time); events already in the log are left alone."""
         if not events:
             return AppendResult(0, 0)
+        pending = _PendingAppend(events, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        # A request that goes away does not stop the transaction its events are in.
+        return await asyncio.shield(pending.result)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            group = [self._pending.pop(0)]
+            size = len(group[0].events)
+            while self._pending and size + len(self._pending[0].events) <= GROUP_COMMIT_MAX_EVENTS:
+                group.append(self._pending.pop(0))
+                size += len(group[-1].events)
+            try:
+                inserted = await self._write_group([event for p in group for event in p.events])
+            except BaseException as error:
+                for pending in group:
+                    if not pending.result.done():
+                        pending.result.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+                continue
+            for pending in group:
+                appended = 0
+                for event in pending.events:
+                    key = event.user_id.hex + event.event_id.hex
+                    if key in inserted:
+                        inserted.discard(key)  # the first to carry an event appended it
+                        appended += 1
+                if not pending.result.done():
+                    pending.result.set_result(
+                        AppendResult(appended, len(pending.events) - appended)
+                    )
+
+    async def _write_group(self, events: Sequence[EventToAppend]) -> set[str]:
         async with self._session_factory() as session, session.begin():
             if session.get_bind().dialect.name == "sqlite":
-                appended = await _append_to_sqlite(session, events)
-            else:
-                statement = (
-                    postgresql_insert(_EVENT_LOG)
-                    .on_conflict_do_nothing(index_elements=["user_id", "event_id"])
-                    .returning(_EVENT_LOG.c.position)
-                )
-                rows = [
-                    {
-                        "user_id": event.user_id,
-                        "event_id": event.event_id,
-                        "received_at": event.received_at,
-                        "body": event.body.decode(),
-                    }
-                    for event in events
-                ]
-                appended = len((await session.execute(statement, rows)).all())
-        return AppendResult(appended, len(events) - appended)
+                return await _append_to_sqlite(session, events)
+            return await _append_to_postgresql(session, events)
 
     async def consume_once(self, consumer: EventConsumer) -> int:
         """Read the consumer's next batch, apply it and move its offset, in one transaction."""
