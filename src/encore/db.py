@@ -11,6 +11,8 @@ from typing import Any
 
 import uuid_utils
 from sqlalchemy import DateTime, Dialect, MetaData, delete, event, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -207,6 +209,13 @@ async def ping_database(engine: AsyncEngine) -> None:
     """Run a trivial query; raises when the database cannot be reached."""
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def dialect_insert(db_session: AsyncSession) -> Any:
+    """The session's dialect's `insert` (PostgreSQL or SQLite), for ON CONFLICT clauses."""
+    if db_session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert
+    return sqlite_insert
 
 
 async def delete_recorded_before(

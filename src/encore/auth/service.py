@@ -22,8 +22,6 @@ from functools import lru_cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,7 +36,7 @@ from encore.auth.models import (
 )
 from encore.auth.scopes import ALL_SCOPES, LISTENER_SCOPES
 from encore.auth.secrets import DecryptionError, SecretBox
-from encore.db import new_id, utcnow
+from encore.db import dialect_insert, new_id, utcnow
 from encore.pagination import Page, decode_cursor, encode_cursor
 from encore.problems import Conflict, InvalidInput, NotFound
 
@@ -304,9 +302,7 @@ async def ensure_system_user(*, db_session: AsyncSession) -> uuid.UUID:
     found = await db_session.scalar(select(User.id).where(User.username_key == SYSTEM_USERNAME))
     if found is not None:
         return found
-    insert = (
-        postgresql_insert if db_session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    )
+    insert = dialect_insert(db_session)
     now = utcnow()
     await db_session.execute(
         insert(User)

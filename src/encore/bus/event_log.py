@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
-from encore.db import utcnow
+from encore.db import dialect_insert, utcnow
 from encore.event_log_models import EventConsumerOffset, EventLogEntry
 
 if TYPE_CHECKING:
@@ -92,6 +92,40 @@ class EventConsumer:
     batch_size: int = 1000
     # Wait up to this long for a full batch (fewer, larger Parquet files); 0 = never wait.
     linger_seconds: float = 0.0
+
+
+FIRST_SEEN_CHUNK = 5000
+"""Events recorded per INSERT by `first_seen_events` (three parameters each)."""
+
+
+async def first_seen_events(
+    db_session: AsyncSession,
+    batch: Sequence[LoggedEvent],
+    *,
+    record: type[Any],
+    recorded_at: str,
+) -> list[LoggedEvent]:
+    """The events of the batch a consumer has not handled before, in log order and each once,
+    now recorded as handled in `record` (a model keyed by user_id and event_id, stamped in its
+    `recorded_at` column) within the consumer's transaction. A log may hand an event over
+    again (a redelivery, or a copy from a client's late retry): it is left out."""
+    unique: dict[tuple[uuid.UUID, uuid.UUID], LoggedEvent] = {}
+    for event in batch:
+        unique.setdefault((event.user_id, event.event_id), event)
+    if not unique:
+        return []
+    statement = (
+        dialect_insert(db_session)(record)
+        .on_conflict_do_nothing(index_elements=[record.user_id, record.event_id])
+        .returning(record.user_id, record.event_id)
+    )
+    now = utcnow()
+    rows = [{"user_id": u, "event_id": e, recorded_at: now} for u, e in unique]
+    fresh: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    for start in range(0, len(rows), FIRST_SEEN_CHUNK):
+        result = await db_session.execute(statement, rows[start : start + FIRST_SEEN_CHUNK])
+        fresh.update((row.user_id, row.event_id) for row in result)
+    return [event for key, event in unique.items() if key in fresh]
 
 
 class EventLog(Protocol):

@@ -29,12 +29,10 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeAlias
 
 import structlog
 from sqlalchemy import ColumnElement, delete, event, func, literal_column, select, text, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from encore.db import new_id, utcnow
+from encore.db import dialect_insert, new_id, utcnow
 from encore.jobs_models import (
     ACTIVE_JOB_PREDICATE,
     MAX_KEY_LENGTH,
@@ -290,9 +288,7 @@ async def enqueue_job(
     _check_key("dedupe_key", dedupe_key, MAX_KEY_LENGTH)
     _check_key("group_key", group_key, MAX_KEY_LENGTH)
     now = utcnow()
-    insert = (
-        postgresql_insert if db_session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    )
+    insert = dialect_insert(db_session)
     # A bounded loop: the twin found by the key may finish between the insert and the lookup.
     for _ in range(5):
         statement = insert(JobRecord).values(

@@ -33,12 +33,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from encore.db import new_id
+from encore.db import dialect_insert, new_id
 from encore.events.models import (
     DailyActiveListeners,
     DailyArtistListener,
@@ -91,12 +89,6 @@ def active_gap(day: date, previous: date | None) -> int:
     if previous is None:
         return FIRST_ACTIVE_DAY
     return min((day - previous).days, ACTIVE_GAP_CAP_DAYS)
-
-
-def _insert_for(db_session: AsyncSession) -> Any:
-    return (
-        postgresql_insert if db_session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    )
 
 
 async def apply_listener_activity(db_session: AsyncSession, plays: Sequence[PlayInterval]) -> None:
@@ -219,7 +211,7 @@ def _count_gaps(gaps: dict[tuple[date, int], int], new: set[date], final: list[d
 
 
 async def _record_active_days(db_session: AsyncSession, pairs: set[tuple[uuid.UUID, date]]) -> None:
-    insert = _insert_for(db_session)
+    insert = dialect_insert(db_session)
     inserted = await db_session.execute(
         insert(ListenerDay)
         .on_conflict_do_nothing(index_elements=[ListenerDay.user_id, ListenerDay.day])
@@ -352,7 +344,7 @@ async def _add_counts(
 ) -> None:
     if not increments:
         return
-    statement = _insert_for(db_session)(model)
+    statement = dialect_insert(db_session)(model)
     statement = statement.on_conflict_do_update(
         index_elements=list(key_columns),
         set_={count_column: model.__table__.c[count_column] + statement.excluded[count_column]},
@@ -437,11 +429,11 @@ async def _merge_sessions(db_session: AsyncSession, plays: Sequence[PlayInterval
             .execution_options(synchronize_session=False)
         )
     if created:
-        await db_session.execute(_insert_for(db_session)(ListeningSession), created)
+        await db_session.execute(dialect_insert(db_session)(ListeningSession), created)
     changed = {day: counts for day, counts in per_day.items() if any(counts)}
     if not changed:
         return
-    statement = _insert_for(db_session)(DailyListeningStats)
+    statement = dialect_insert(db_session)(DailyListeningStats)
     table = DailyListeningStats.__table__
     columns = ("sessions", "session_us", "session_plays")
     statement = statement.on_conflict_do_update(

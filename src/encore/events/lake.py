@@ -17,19 +17,15 @@ consumer's transaction) and leaves out one it wrote before.
 from __future__ import annotations
 
 import io
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from encore.bus.event_log import LoggedEvent
-from encore.db import utcnow
+from encore.bus.event_log import LoggedEvent, first_seen_events
 from encore.events.models import LakeWrittenEvent
 from encore.storage import BlobStore
 
@@ -38,8 +34,6 @@ LAKE_SCHEMA_VERSION = 1
 """Bumped whenever a column changes meaning or type; readers select on `schema_version`."""
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
-_KEYS_PER_STATEMENT = 5000
-"""Events recorded per INSERT (two parameters each: under SQLite's 32,766)."""
 
 EVENT_LAKE_SCHEMA = pa.schema(
     [
@@ -146,38 +140,6 @@ async def write_lake_files(
     return keys
 
 
-async def unwritten_events(
-    db_session: AsyncSession, batch: Sequence[LoggedEvent]
-) -> list[LoggedEvent]:
-    """The events of the batch not yet in the lake, in log order, each once; recorded as
-    written in this session's transaction (the consumer commits it with its progress)."""
-    if not batch:
-        return []
-    dialect = db_session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(LakeWrittenEvent)
-        .on_conflict_do_nothing()
-        .returning(LakeWrittenEvent.user_id, LakeWrittenEvent.event_id)
-    )
-    keys = {(event.user_id, event.event_id) for event in batch}
-    now = utcnow()
-    rows = [
-        {"user_id": user_id, "event_id": event_id, "written_at": now} for user_id, event_id in keys
-    ]
-    fresh: set[tuple[uuid.UUID, uuid.UUID]] = set()
-    for start in range(0, len(rows), _KEYS_PER_STATEMENT):
-        result = await db_session.execute(statement, rows[start : start + _KEYS_PER_STATEMENT])
-        fresh.update((user_id, event_id) for user_id, event_id in result.all())
-    unwritten = []
-    for event in batch:
-        key = (event.user_id, event.event_id)
-        if key in fresh:
-            fresh.discard(key)  # a second copy inside the batch is left out too
-            unwritten.append(event)
-    return unwritten
-
-
 class LakeWriter:
     """The lake consumer's handler: a batch of the log becomes Parquet files in the store."""
 
@@ -189,5 +151,7 @@ class LakeWriter:
         """Write the batch's events not already in the lake. A redo of the batch (the consumer
         died before committing) finds the same events unwritten, since the record of them
         rolled back, so it rewrites the same files under the same names."""
-        events = await unwritten_events(db_session, batch)
+        events = await first_seen_events(
+            db_session, batch, record=LakeWrittenEvent, recorded_at="written_at"
+        )
         await write_lake_files(store=self._store, events=events, log_source=self._log_source)

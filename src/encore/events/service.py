@@ -14,13 +14,11 @@ import orjson
 from cachetools import TTLCache
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from encore.bus.event_log import EventLog, EventToAppend, LoggedEvent
+from encore.bus.event_log import EventLog, EventToAppend, LoggedEvent, first_seen_events
 from encore.catalog import service as catalog_service
-from encore.db import delete_recorded_before, new_id, utcnow
+from encore.db import delete_recorded_before, dialect_insert, new_id, utcnow
 from encore.events.activity import (
     PlayInterval,
     apply_listener_activity,
@@ -279,12 +277,6 @@ async def record_library_events(
 # --- the listening consumer -----------------------------------------------------------------
 
 
-def _insert_for(db_session: AsyncSession) -> Any:
-    return (
-        postgresql_insert if db_session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class _Play:
     """An event of the batch, decoded once."""
@@ -364,28 +356,6 @@ class _Rollup:
     track_streams: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
     artist_streams: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
     day_streams: dict[date, int] = field(default_factory=lambda: defaultdict(int))
-
-
-async def _newly_counted(
-    db_session: AsyncSession, batch: Sequence[LoggedEvent]
-) -> list[LoggedEvent]:
-    """The events of the batch not applied before, now marked as applied."""
-    # A log may hand over the same event twice in one batch (a redelivery beside the
-    # original): keep the first.
-    unique: dict[tuple[uuid.UUID, uuid.UUID], LoggedEvent] = {}
-    for event in batch:
-        unique.setdefault((event.user_id, event.event_id), event)
-    batch = list(unique.values())
-    insert = _insert_for(db_session)
-    now = utcnow()
-    inserted = await db_session.execute(
-        insert(CountedEvent)
-        .on_conflict_do_nothing(index_elements=[CountedEvent.user_id, CountedEvent.event_id])
-        .returning(CountedEvent.user_id, CountedEvent.event_id),
-        [{"user_id": e.user_id, "event_id": e.event_id, "counted_at": now} for e in batch],
-    )
-    fresh = {(row.user_id, row.event_id) for row in inserted}
-    return [event for event in batch if (event.user_id, event.event_id) in fresh]
 
 
 DEDUPE_RECORD_MARGIN = timedelta(days=1)
@@ -470,7 +440,9 @@ async def _judge_streams(
 async def apply_listening_events(batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:
     """The listening consumer: history, play counts, daily rollups and listener activity
     (active days, sessions, cohorts), each event once."""
-    fresh = await _newly_counted(db_session, batch)
+    fresh = await first_seen_events(
+        db_session, batch, record=CountedEvent, recorded_at="counted_at"
+    )
     if not fresh:
         return
     plays = [_decode_play(event) for event in fresh]
@@ -528,7 +500,7 @@ async def apply_listening_events(batch: Sequence[LoggedEvent], db_session: Async
                 rollup.artist_streams[artist] += 1
     if history_rows:
         await db_session.execute(
-            _insert_for(db_session)(ListeningHistoryEntry).on_conflict_do_nothing(
+            dialect_insert(db_session)(ListeningHistoryEntry).on_conflict_do_nothing(
                 index_elements=[ListeningHistoryEntry.user_id, ListeningHistoryEntry.event_id]
             ),
             history_rows,
@@ -592,7 +564,7 @@ async def _upsert_counters(
 ) -> None:
     if not increments:
         return
-    statement = _insert_for(db_session)(model)
+    statement = dialect_insert(db_session)(model)
     table = model.__table__
     statement = statement.on_conflict_do_update(
         index_elements=["day", entity_column, "country", "device", "source"],
@@ -620,7 +592,7 @@ async def _upsert_listeners(
 ) -> None:
     if not increments:
         return
-    statement = _insert_for(db_session)(model)
+    statement = dialect_insert(db_session)(model)
     table = model.__table__
     statement = statement.on_conflict_do_update(
         index_elements=["day", entity_column, "user_id"],
@@ -640,7 +612,7 @@ async def _insert_artist_listeners(
     are new, which the listener gaps count."""
     if not increments:
         return set()
-    statement = _insert_for(db_session)(DailyArtistListener)
+    statement = dialect_insert(db_session)(DailyArtistListener)
     table = DailyArtistListener.__table__
     upserted = await db_session.execute(
         statement.on_conflict_do_update(
@@ -673,7 +645,7 @@ async def _upsert_rollups(db_session: AsyncSession, rollup: _Rollup) -> None:
     await record_artist_listener_days(db_session, new_artist_listeners)
     if rollup.day_streams:
         # Streams per day over every track, for engagement: a day's row, not its track rows.
-        statement = _insert_for(db_session)(DailyListeningStats)
+        statement = dialect_insert(db_session)(DailyListeningStats)
         await db_session.execute(
             statement.on_conflict_do_update(
                 index_elements=["day"],

@@ -18,15 +18,13 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import case, or_, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from encore.bus.event_log import LoggedEvent
+from encore.bus.event_log import LoggedEvent, first_seen_events
 from encore.catalog import service as catalog_service
 from encore.catalog.schemas import TrackRead
 from encore.config import Settings
-from encore.db import delete_recorded_before, utcnow
+from encore.db import delete_recorded_before, dialect_insert, utcnow
 from encore.events.schemas import PLAY_END_EVENT_TYPES, STREAM_THRESHOLD_MS, EventType
 from encore.pagination import decode_cursor, encode_cursor
 from encore.problems import InvalidInput, NotFound
@@ -77,35 +75,7 @@ MAX_USER_INTERACTIONS = 5000
 _exploration = np.random.default_rng()
 
 
-def _insert_for(db_session: AsyncSession) -> Any:
-    return (
-        postgresql_insert if db_session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    )
-
-
 # --- the recommend consumer ---------------------------------------------------------------
-
-
-async def _newly_applied(
-    db_session: AsyncSession, batch: Sequence[LoggedEvent]
-) -> list[LoggedEvent]:
-    """The events of the batch not applied before, now marked as applied."""
-    unique: dict[tuple[uuid.UUID, uuid.UUID], LoggedEvent] = {}
-    for event in batch:
-        unique.setdefault((event.user_id, event.event_id), event)
-    if not unique:
-        return []
-    now = utcnow()
-    inserted = await db_session.execute(
-        _insert_for(db_session)(RecommendAppliedEvent)
-        .on_conflict_do_nothing(
-            index_elements=[RecommendAppliedEvent.user_id, RecommendAppliedEvent.event_id]
-        )
-        .returning(RecommendAppliedEvent.user_id, RecommendAppliedEvent.event_id),
-        [{"user_id": u, "event_id": e, "applied_at": now} for u, e in unique],
-    )
-    fresh = {(row.user_id, row.event_id) for row in inserted}
-    return [event for key, event in unique.items() if key in fresh]
 
 
 async def prune_applied_events(
@@ -146,7 +116,9 @@ def _station_id(body: dict[str, Any]) -> uuid.UUID | None:
 async def apply_recommend_events(batch: Sequence[LoggedEvent], db_session: AsyncSession) -> int:
     """The recommend consumer: per-listener track interactions and radio feedback, each event
     once; the number of events that changed something."""
-    fresh = await _newly_applied(db_session, batch)
+    fresh = await first_seen_events(
+        db_session, batch, record=RecommendAppliedEvent, recorded_at="applied_at"
+    )
     track_ids = set()
     for event in fresh:
         if event.body.get("track_id"):
@@ -217,7 +189,7 @@ async def _upsert_interactions(
     ]
     if not rows:
         return
-    statement = _insert_for(db_session)(TrackInteraction)
+    statement = dialect_insert(db_session)(TrackInteraction)
     table = TrackInteraction.__table__
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
@@ -255,7 +227,7 @@ async def _upsert_feedback(
 ) -> None:
     if not feedback:
         return
-    statement = _insert_for(db_session)(RadioFeedback)
+    statement = dialect_insert(db_session)(RadioFeedback)
     table = RadioFeedback.__table__
     statement = statement.on_conflict_do_update(
         index_elements=["station_id", "track_id"],
