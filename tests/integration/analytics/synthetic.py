@@ -20,11 +20,12 @@ from fastapi import FastAPI
 
 from encore.catalog import service as catalog_service
 from encore.catalog.models import AlbumType
-from encore.catalog.service import CreditSpec, NewTrack
+from encore.catalog.service import CreditSpec
 from encore.db import utcnow
 from encore.events import service as events_service
 from encore.events.lake import LAKE_EVENTS_PREFIX
 from tests.fixtures.events import drain_events
+from tests.fixtures.library import new_track
 from tests.fixtures.oauth import resources_of
 
 COUNTRIES = ("SE", "DE", "US", "BR", None)
@@ -66,24 +67,13 @@ async def seed_catalog(app: FastAPI, *, artists: int = 4, tracks_per_artist: int
                 track = await catalog_service.add_track(
                     db_session=db_session,
                     album=album,
-                    new=NewTrack(
-                        title=f"Tune {number}.{track_number}",
+                    new=new_track(
+                        f"Tune {number}.{track_number}",
+                        [name],
+                        track_number,
                         duration_ms=240_000,
-                        disc_number=1,
-                        track_number=track_number,
-                        isrc=None,
-                        explicit=False,
-                        musicbrainz_id=None,
-                        original_key=f"originals/{digest}.flac",
-                        content_hash=digest,
-                        original_size=1,
-                        codec="flac",
-                        container="flac",
-                        sample_rate=44100,
-                        channels=2,
-                        bit_rate=None,
-                        artists=(CreditSpec(name),),
                         genres=(genre,),
+                        content_hash=digest,
                     ),
                 )
                 catalog.tracks_of[artist.id].append(track.id)
