@@ -167,6 +167,10 @@ def running_server(
         loop,
         "--http",
         http,
+        # As `encore serve` runs uvicorn: no proxy headers, no Server header, no access log
+        # (Encore writes its own).
+        "--no-proxy-headers",
+        "--no-server-header",
         "--no-access-log",
         "--log-level",
         "warning",

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from encore.analytics.router import router as analytics_router
 from encore.auth.dependencies import bearer_token
@@ -39,7 +39,11 @@ from encore.recommend.router import router as recommend_router
 from encore.search.router import router as search_router
 from encore.storage import BlobStore, open_blob_store
 from encore.streaming import service as streaming_service
-from encore.streaming.media_files import MediaFiles, MediaFilesMiddleware
+from encore.streaming.media_files import (
+    CachedMediaFiles,
+    MediaFiles,
+    MediaFilesMiddleware,
+)
 from encore.streaming.router import router as streaming_router
 from encore.streaming.signing import MediaSigner
 
@@ -60,6 +64,21 @@ def _catalog_documents(scope: Scope) -> DocumentCache | None:
 def _media_context(scope: Scope) -> tuple[MediaSigner, BlobStore] | None:
     resources: AppResources | None = getattr(scope["app"].state, "resources", None)
     return (resources.media_signer, resources.store) if resources is not None else None
+
+
+class EncoreApp(FastAPI):
+    """FastAPI, with the commonest request of all (a media segment) answered first."""
+
+    cached_media: CachedMediaFiles | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call: from the media cache when it can, else through the app."""
+        # Ahead of FastAPI's own layers (error, telemetry, body limit) and the middleware:
+        # at segment rates each costs more than answering from the cache (BENCHMARKS.md).
+        cached_media = self.cached_media
+        if cached_media is not None and await cached_media.answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 async def _has_valid_token(scope: Scope, headers: dict[bytes, bytes]) -> bool:
@@ -115,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 recommend_models=ModelHolder(store, ann_min_items=settings.recommend_ann_min_items),
             )
+            cached_media.start(app.state.resources.media_signer, store)
             # The newest recommendation model, then a newer one whenever training publishes it.
             await app.state.resources.recommend_models.refresh_at_start()
             app.state.resources.recommend_models.start_polling(
@@ -145,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
+                cached_media.stop()
                 await consumers.stop()
                 await app.state.resources.recommend_models.stop()
                 # Running jobs may finish; after the grace period they go back to the queue.
@@ -154,7 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.unfreeze()
             await engine.dispose()
 
-    app = FastAPI(
+    app = EncoreApp(
         title="Encore",
         version="0.1.0",
         description=API_DESCRIPTION,
@@ -183,6 +204,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         may_read=_has_valid_token,
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    cached_media = CachedMediaFiles(metrics=metrics, cache_bytes=settings.media_memory_cache_bytes)
+    app.cached_media = cached_media
     app.include_router(oauth_router)
     app.include_router(accounts_router)
     app.include_router(catalog_router)

@@ -133,6 +133,8 @@ def serve(
         log_config=None,
         proxy_headers=False,
         server_header=False,
+        # Encore writes its own access log line (with the route and request id).
+        access_log=False,
     )
 
 

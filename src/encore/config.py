@@ -129,6 +129,16 @@ class Settings(BaseSettings):
             "presigned store URL, so the store (or its CDN) sends the bytes, not Encore."
         ),
     )
+    media_memory_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        le=16 * 1024**3,
+        description=(
+            "Bytes of small media files (playlists, init sections, segments) kept in memory "
+            "by the process that serves them, so the hottest segments cost no file reads. "
+            "Every hit still checks the file on disk. 0: read every request from disk."
+        ),
+    )
     registration_open: bool = Field(
         True, description="Whether anyone may create an account with `POST /v1/users`."
     )

@@ -7,8 +7,11 @@ resolution would cost more than the lookup.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import formatdate
 from pathlib import Path
@@ -18,6 +21,7 @@ from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from encore.media import service as media_service
+from encore.observability import Metrics
 from encore.problems import problem_response
 from encore.storage import BlobNotFound, BlobStore
 from encore.streaming.signing import MediaSigner, TokenVerdict, split_media_path
@@ -250,3 +254,167 @@ class MediaFilesMiddleware:
             await self.media(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+MEDIA_ROUTE = _MediaRoute.path
+# Request headers that need MediaFiles' full handling (ranges and conditions).
+_DELEGATED_HEADERS = frozenset((b"range", b"if-range", b"if-none-match"))
+# Bounds on the verified-token memo: the oldest entries go first when it is full.
+_VERIFIED_TOKENS_MAX = 16_384
+
+
+# How long a cached file is served before the file on disk is looked at again (as nginx's
+# `open_file_cache_valid`): a deleted track stops playing from memory within this.
+FILE_RECHECK_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class _CachedFile:
+    """A small local media file as last read: what identifies that version, and its reply."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    checked_at: float
+
+
+class CachedMediaFiles:
+    """Answers the common media request ahead of the whole app: a GET or HEAD with a valid
+    token for a small file on a file:// store, without Range or conditional headers.
+
+    Players fetch segment after segment with one token, so a token verified once is
+    remembered until it expires, and small files are kept in memory (bounded by
+    `media_memory_cache_bytes`); at most a second after a hit, a `stat` checks that the file
+    on disk is still that version before the next.
+    Anything else (bad or expired tokens, ranges, conditions, large files, other stores) is
+    left to the app, where the request-context middleware and MediaFiles answer it. These
+    requests are counted in the request metrics like any other but get no access-log line: at
+    segment rates it would cost more than the answer (failures, which go the long way, are
+    still logged).
+    """
+
+    def __init__(self, *, metrics: Metrics, cache_bytes: int) -> None:
+        self.metrics = metrics
+        self.context: tuple[MediaSigner, BlobStore] | None = None
+        self.cache_bytes = cache_bytes
+        self._verified_tokens: dict[tuple[str, str], int] = {}
+        self._files: dict[str, _CachedFile] = {}
+        self._cached_bytes = 0
+
+    def start(self, signer: MediaSigner, store: BlobStore) -> None:
+        """Serve with this signer and store (the app's, once it has started)."""
+        self.context = (signer, store)
+
+    def stop(self) -> None:
+        """Answer nothing more, and forget every token and file (the app is stopping)."""
+        self.context = None
+        self._verified_tokens.clear()
+        self._files.clear()
+        self._cached_bytes = 0
+
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Answer this request if it is the common case; False leaves it to the app."""
+        if scope["type"] != "http" or not scope["path"].startswith("/media/t/"):
+            return False
+        started = time.perf_counter()
+        cached = self._answerable(scope)
+        if cached is None:
+            return False
+        method = scope["method"]
+        # No X-Request-Id: it names a request's log lines, and these have none.
+        await send({"type": "http.response.start", "status": 200, "headers": cached.headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else cached.body})
+        self.metrics.observe_request(method, MEDIA_ROUTE, 200, time.perf_counter() - started)
+        return True
+
+    def _answerable(self, scope: Scope) -> _CachedFile | None:
+        """The file this request gets a plain 200 of, or None when MediaFiles must decide."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return None
+        for name, _value in scope["headers"]:
+            if name in _DELEGATED_HEADERS:
+                return None
+        raw_path: bytes = scope.get("raw_path") or b""
+        if b"%" in raw_path or b"\\" in raw_path:
+            return None
+        parts = split_media_path(scope["path"])
+        if parts is None:
+            return None
+        token, prefix, file = parts
+        context = self.context
+        if context is None:
+            return None
+        signer, store = context
+        if not self._token_is_valid(signer, token, prefix):
+            return None
+        return self._small_local_file(store, f"{prefix}/{file}", file)
+
+    def _token_is_valid(self, signer: MediaSigner, token: str, prefix: str) -> bool:
+        now = time.time()
+        expires = self._verified_tokens.get((token, prefix))
+        if expires is not None:
+            if expires > now:
+                return True
+            del self._verified_tokens[(token, prefix)]
+            return False
+        if signer.check(token, prefix, now=now) is not TokenVerdict.valid:
+            return False
+        if len(self._verified_tokens) >= _VERIFIED_TOKENS_MAX:
+            del self._verified_tokens[next(iter(self._verified_tokens))]
+        # The token's own expiry, which check() just found to be in the future.
+        self._verified_tokens[(token, prefix)] = int(token.split(".", 2)[1])
+        return True
+
+    def _small_local_file(self, store: BlobStore, key: str, file: str) -> _CachedFile | None:
+        cached = self._files.get(key)
+        if cached is not None:
+            now = time.monotonic()
+            if now - cached.checked_at < FILE_RECHECK_SECONDS:
+                return cached
+            try:
+                # A plain str path: a Path object per check costs more than the stat.
+                stat = os.stat(cached.path)  # noqa: PTH116
+            except OSError:
+                self._forget(key)
+                return None
+            if stat.st_size == cached.size and stat.st_mtime_ns == cached.mtime_ns:
+                cached.checked_at = now
+                return cached
+            self._forget(key)
+        local = store.local_path(key)
+        if local is None:
+            return None
+        try:
+            with local.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if stat.st_size > SMALL_FILE_BYTES:
+                    return None
+                body = handle.read()
+        except OSError:
+            return None
+        if len(body) != stat.st_size:
+            return None  # changing under us: let MediaFiles answer this one
+        headers = [
+            (b"content-type", media_service.rendition_content_type(file).encode("latin-1")),
+            (b"content-length", str(stat.st_size).encode("latin-1")),
+            (b"cache-control", IMMUTABLE.encode("latin-1")),
+            (b"etag", f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'.encode("latin-1")),
+            (b"accept-ranges", b"bytes"),
+            (b"last-modified", formatdate(stat.st_mtime, usegmt=True).encode("latin-1")),
+        ]
+        found = _CachedFile(
+            str(local), stat.st_size, stat.st_mtime_ns, headers, body, time.monotonic()
+        )
+        if stat.st_size <= self.cache_bytes:
+            while self._files and self._cached_bytes + stat.st_size > self.cache_bytes:
+                self._forget(next(iter(self._files)))
+            self._files[key] = found
+            self._cached_bytes += stat.st_size
+        return found
+
+    def _forget(self, key: str) -> None:
+        dropped = self._files.pop(key, None)
+        if dropped is not None:
+            self._cached_bytes -= dropped.size

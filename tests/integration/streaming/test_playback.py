@@ -173,6 +173,63 @@ async def test_media_serving_honours_ranges_conditions_and_tokens(
     assert (await http.get("/media/t/garbage")).status_code == 404
 
 
+async def test_media_answered_from_memory_keeps_every_rule(
+    app: FastAPI, anonymous_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # Repeated plain GETs are answered from the in-memory cache of verified tokens and
+    # files; what they get must be what the full media handler gives, rule for rule.
+    played = await _ready_track(app, tmp_path)
+    http = anonymous_client
+    body = (
+        await http.get(f"/v1/tracks/{played.track_id}/playback", headers=played.listener)
+    ).json()
+    master = _path(body["hls"]["url"])
+    segment = master.rsplit("/", 1)[0] + "/aac_64/segment_00001.m4s"
+    route = 'encore_http_requests_total{method="GET",route="/media/t/{token}/{file}",status="200"}'
+
+    def served(metrics: str) -> float:
+        line = next((row for row in metrics.splitlines() if row.startswith(route)), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    before = served((await http.get("/metrics")).text)
+    answers = [await http.get(segment) for _ in range(5)]
+    ranged = await http.get(segment, headers={"Range": "bytes=0-"})
+    after = served((await http.get("/metrics")).text)
+
+    key = "/".join(segment.split("/")[4:])
+    on_disk = resources_of(app).store.local_path(key)
+    assert on_disk is not None
+    assert all(answer.status_code == 200 for answer in answers)
+    assert all(answer.content == on_disk.read_bytes() for answer in answers)
+    assert ranged.status_code == 206 and ranged.content == answers[0].content
+    for name in ("etag", "last-modified", "cache-control", "content-type", "accept-ranges"):
+        assert {answer.headers[name] for answer in answers} == {ranged.headers[name]}, name
+    assert answers[-1].headers["content-length"] == str(len(answers[0].content))
+    assert answers[-1].headers["content-type"] == "audio/mp4"
+    assert after - before == 5  # every answer counted, the 206 under its own status
+    head = await http.head(segment)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(answers[0].content))
+
+    # A token remembered as valid stops working when it expires, and a tampered one never does.
+    token = segment.split("/")[3]
+    assert (await http.get(segment.replace(token, token[:-4] + "AAAA"))).status_code == 403
+    prefix = "/".join(segment.split("/")[4:7])
+    short_lived = resources_of(app).media_signer.url(
+        prefix=prefix, user_id=uuid.uuid4(), expires=int(time.time()) + 2, file="aac_64/index.m3u8"
+    )
+    assert (await http.get(short_lived)).status_code == 200
+    await asyncio.sleep(max(0.0, int(short_lived.split("/")[3].split(".")[1]) - time.time()) + 0.2)
+    assert (await http.get(short_lived)).status_code == 410
+
+    # A file removed from the store stops being served from memory within a second.
+    on_disk.unlink()
+    await asyncio.sleep(1.1)
+    gone = await http.get(segment)
+    assert gone.status_code == 404
+    assert gone.headers["content-type"] == PROBLEM
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
