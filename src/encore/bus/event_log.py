@@ -176,29 +176,53 @@ GROUP_COMMIT_MAX_EVENTS = 5000
 """Events one group commit writes at most (four parameters each: under SQLite's 32,766)."""
 
 
-async def _append_to_sqlite(session: AsyncSession, events: Sequence[EventToAppend]) -> set[str]:
-    """One multi-row INSERT of plain values; the keys (user hex + event hex) it inserted. The
-    append is the hot path of event ingest, and SQLAlchemy's per-row type processing cost
-    several times SQLite's own work."""
+async def _append_to_sqlite(session: AsyncSession, events: Sequence[EventToAppend]) -> list[bool]:
+    """One multi-row INSERT of plain values; which of the events it inserted. The append is
+    the hot path of event ingest, and SQLAlchemy's per-row type processing cost several times
+    SQLite's own work."""
     parameters: list[str] = []
+    keys: list[str] = []
+    # A request's events share their account and arrival time: each formatted once.
+    user_hexes: dict[uuid.UUID, str] = {}
+    timestamps: dict[datetime, str] = {}
     for event in events:
-        parameters += (
-            event.user_id.hex,
-            event.event_id.hex,
-            event.received_at.astimezone(UTC).strftime(_SQLITE_TIMESTAMP),
-            event.body.decode(),
-        )
+        user_hex = user_hexes.get(event.user_id)
+        if user_hex is None:
+            user_hex = user_hexes[event.user_id] = event.user_id.hex
+        timestamp = timestamps.get(event.received_at)
+        if timestamp is None:
+            timestamp = event.received_at.astimezone(UTC).strftime(_SQLITE_TIMESTAMP)
+            timestamps[event.received_at] = timestamp
+        event_hex = event.event_id.hex
+        parameters += (user_hex, event_hex, timestamp, event.body.decode())
+        keys.append(user_hex + event_hex)
     statement = (
         _SQLITE_APPEND_PREFIX + ",".join(["(?, ?, ?, ?)"] * len(events)) + _SQLITE_APPEND_SUFFIX
     )
     connection = await session.connection()
     result = await connection.exec_driver_sql(statement, tuple(parameters))
     rows: list[tuple[str, str]] = [tuple(row) for row in result.all()]
-    return {user + event for user, event in rows}
+    inserted = {user + event for user, event in rows}
+    return _inserted_flags(keys, inserted)
 
 
-async def _append_to_postgresql(session: AsyncSession, events: Sequence[EventToAppend]) -> set[str]:
-    """asyncpg's batched insert; the keys (user hex + event hex) it inserted."""
+def _inserted_flags(keys: Sequence[str], inserted: set[str]) -> list[bool]:
+    """Per event key, whether the statement inserted it: only the first of two events with
+    one key (sent by two requests at once) did."""
+    flags = []
+    for key in keys:
+        if key in inserted:
+            inserted.discard(key)
+            flags.append(True)
+        else:
+            flags.append(False)
+    return flags
+
+
+async def _append_to_postgresql(
+    session: AsyncSession, events: Sequence[EventToAppend]
+) -> list[bool]:
+    """asyncpg's batched insert; which of the events it inserted."""
     statement = (
         postgresql_insert(_EVENT_LOG)
         .on_conflict_do_nothing(index_elements=["user_id", "event_id"])
@@ -214,7 +238,8 @@ async def _append_to_postgresql(session: AsyncSession, events: Sequence[EventToA
         for event in events
     ]
     result = await session.execute(statement, rows)
-    return {user.hex + event.hex for user, event in result.all()}
+    inserted = {user.hex + event.hex for user, event in result.all()}
+    return _inserted_flags([event.user_id.hex + event.event_id.hex for event in events], inserted)
 
 
 @dataclass
@@ -264,19 +289,15 @@ class DatabaseEventLog:
                 if not isinstance(error, Exception):
                     raise
                 continue
+            start = 0
             for pending in group:
-                appended = 0
-                for event in pending.events:
-                    key = event.user_id.hex + event.event_id.hex
-                    if key in inserted:
-                        inserted.discard(key)  # the first to carry an event appended it
-                        appended += 1
+                count = len(pending.events)
+                appended = sum(inserted[start : start + count])
+                start += count
                 if not pending.result.done():
-                    pending.result.set_result(
-                        AppendResult(appended, len(pending.events) - appended)
-                    )
+                    pending.result.set_result(AppendResult(appended, count - appended))
 
-    async def _write_group(self, events: Sequence[EventToAppend]) -> set[str]:
+    async def _write_group(self, events: Sequence[EventToAppend]) -> list[bool]:
         async with self._session_factory() as session, session.begin():
             if session.get_bind().dialect.name == "sqlite":
                 return await _append_to_sqlite(session, events)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from encore.auth.dependencies import require_scopes
@@ -13,7 +12,7 @@ from encore.auth.tokens import Principal
 from encore.dependencies import ResourcesDep, SessionDep
 from encore.events import service
 from encore.events.schemas import EventBatchResult, RecentlyPlayedPage
-from encore.problems import ContentTooLarge, InvalidInput, Problem
+from encore.problems import ContentTooLarge, Problem
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -24,8 +23,8 @@ EventWriter = Annotated[Principal, require_scopes(EVENTS_WRITE)]
 HistoryReader = Annotated[Principal, require_scopes(USER_READ)]
 
 
-async def _read_json_body(request: Request) -> object:
-    """The request's JSON document, refused before reading when it is too large."""
+async def _read_json_body(request: Request) -> bytes:
+    """The request's JSON body, refused before reading when it is too large."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise Problem(
@@ -42,13 +41,7 @@ async def _read_json_body(request: Request) -> object:
         body.extend(chunk)
         if len(body) > MAX_EVENT_BATCH_BYTES:
             raise ContentTooLarge(f"a batch is at most {MAX_EVENT_BATCH_BYTES} bytes")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidInput(
-            f"the body is not valid JSON: {error.msg}",
-            extra={"errors": [{"field": "body", "message": "not valid JSON"}]},
-        ) from None
+    return bytes(body)
 
 
 @router.post(
@@ -97,12 +90,11 @@ async def post_events(
     """Append the valid events durably (answered after commit or acknowledgement); each invalid
     event is listed with its reasons. Sending the same batch again records nothing twice."""
     assert principal.user_id is not None  # require_scopes(user=True)
-    document = await _read_json_body(request)
     return await service.record_events(
         event_log=resources.event_log,
         rate_limiter=resources.event_rate_limiter,
         user_id=principal.user_id,
-        document=document,
+        body=await _read_json_body(request),
     )
 
 

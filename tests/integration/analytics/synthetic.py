@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 from fastapi import FastAPI
 
 from encore.catalog import service as catalog_service
@@ -182,7 +183,7 @@ async def record_and_drain(app: FastAPI, by_user: dict[uuid.UUID, list[dict[str,
                 event_log=resources.event_log,
                 rate_limiter=None,
                 user_id=user,
-                document={"events": events},
+                body=orjson.dumps({"events": events}),
             )
             assert not result.rejected, result.rejected[:3]
             count += result.accepted

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -55,11 +56,13 @@ async def test_an_s3_lake_is_queried_through_the_local_cache(s3_app: FastAPI) ->
             event_log=resources.event_log,
             rate_limiter=None,
             user_id=listener.id,
-            document={
-                "events": listening_session(
-                    playable.track_ids, start=utcnow() - timedelta(hours=hours_ago)
-                )
-            },
+            body=orjson.dumps(
+                {
+                    "events": listening_session(
+                        playable.track_ids, start=utcnow() - timedelta(hours=hours_ago)
+                    )
+                }
+            ),
         )
         await drain_events(s3_app)
 

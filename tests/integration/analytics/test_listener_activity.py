@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, select
@@ -68,7 +69,7 @@ async def _record_shuffled(
             event_log=resources.event_log,
             rate_limiter=None,
             user_id=user,
-            document={"events": batch},
+            body=orjson.dumps({"events": batch}),
         )
         assert result.accepted == len(batch), result
         if number % 25 == 0:
@@ -208,7 +209,7 @@ async def test_the_migration_backfills_what_the_consumer_keeps(app: FastAPI) -> 
         event_log=resources_of(app).event_log,
         rate_limiter=None,
         user_id=late_user,
-        document={"events": next(iter(late.values()))[:20]},
+        body=orjson.dumps({"events": next(iter(late.values()))[:20]}),
     )
     migration = _migration()
     async with resources_of(app).session_factory() as db_session:

@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -30,7 +31,7 @@ async def _listen(settings: Settings) -> None:
             event_log=resources_of(application).event_log,
             rate_limiter=None,
             user_id=listener.id,
-            document={"events": listening_session(playable.track_ids, start=start)},
+            body=orjson.dumps({"events": listening_session(playable.track_ids, start=start)}),
         )
         await drain_events(application)
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -34,9 +35,9 @@ async def analyst(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         event_log=resources_of(app).event_log,
         rate_limiter=None,
         user_id=listener.id,
-        document={
-            "events": listening_session(playable.track_ids, start=utcnow() - timedelta(hours=2))
-        },
+        body=orjson.dumps(
+            {"events": listening_session(playable.track_ids, start=utcnow() - timedelta(hours=2))}
+        ),
     )
     assert result.accepted == 6
     await drain_events(app)

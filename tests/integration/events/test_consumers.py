@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
@@ -47,7 +48,7 @@ async def _append(app: FastAPI, user_id: uuid.UUID, events: list[dict[str, objec
         event_log=resources.event_log,
         rate_limiter=None,
         user_id=user_id,
-        document={"events": events},
+        body=orjson.dumps({"events": events}),
     )
     assert not result.rejected, result.rejected
     return result.accepted

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from nats.errors import Error as NatsError
@@ -84,7 +85,7 @@ async def test_a_redelivery_after_the_dedupe_window_still_counts_once(js_app: Fa
         event_log=resources.event_log,
         rate_limiter=None,
         user_id=user.id,
-        document={"events": [event]},
+        body=orjson.dumps({"events": [event]}),
     )
     log = resources.event_log
     assert isinstance(log, JetStreamEventLog)
@@ -120,7 +121,7 @@ async def test_a_consumer_that_dies_mid_batch_gets_the_batch_again(js_app: FastA
         event_log=resources.event_log,
         rate_limiter=None,
         user_id=user.id,
-        document={"events": events},
+        body=orjson.dumps({"events": events}),
     )
 
     async def apply_then_die(batch: Sequence[LoggedEvent], db_session: AsyncSession) -> None:

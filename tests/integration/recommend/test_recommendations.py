@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
@@ -65,7 +66,7 @@ async def _listen(
         event_log=resources_of(app).event_log,
         rate_limiter=None,
         user_id=user_id,
-        document={"events": events},
+        body=orjson.dumps({"events": events}),
     )
     assert not result.rejected, result.rejected
 
@@ -276,7 +277,7 @@ async def test_radio_rules_hold_over_200_tracks_and_skips_steer(app: FastAPI) ->
         event_log=resources_of(app).event_log,
         rate_limiter=None,
         user_id=user.id,
-        document={"events": skips},
+        body=orjson.dumps({"events": skips}),
     )
     await drain_events(app)
     following = await _get(app, token, "/v1/radio", cursor=steered.json()["next_cursor"])
