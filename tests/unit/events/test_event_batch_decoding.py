@@ -161,9 +161,7 @@ def _either_path(document: Any) -> Any:
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(
-        st.one_of(one_field_off(), mostly_valid_events(), events()), min_size=0, max_size=4
-    )
+    st.lists(st.one_of(one_field_off(), mostly_valid_events(), events()), min_size=0, max_size=4)
 )
 def test_both_paths_give_the_same_verdict(batch: list[dict[str, Any]]) -> None:
     document = {"events": batch}
