@@ -37,7 +37,12 @@ from encore.db import dialect_insert, utcnow
 from encore.event_log_models import EventConsumerOffset, EventLogEntry
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import (
+        AsyncConnection,
+        AsyncEngine,
+        AsyncSession,
+        async_sessionmaker,
+    )
 
     from encore.config import Settings
 
@@ -176,7 +181,9 @@ GROUP_COMMIT_MAX_EVENTS = 5000
 """Events one group commit writes at most (four parameters each: under SQLite's 32,766)."""
 
 
-async def _append_to_sqlite(session: AsyncSession, events: Sequence[EventToAppend]) -> list[bool]:
+async def _append_to_sqlite(
+    connection: AsyncConnection, events: Sequence[EventToAppend]
+) -> list[bool]:
     """One multi-row INSERT of plain values; which of the events it inserted. The append is
     the hot path of event ingest, and SQLAlchemy's per-row type processing cost several times
     SQLite's own work."""
@@ -199,7 +206,6 @@ async def _append_to_sqlite(session: AsyncSession, events: Sequence[EventToAppen
     statement = (
         _SQLITE_APPEND_PREFIX + ",".join(["(?, ?, ?, ?)"] * len(events)) + _SQLITE_APPEND_SUFFIX
     )
-    connection = await session.connection()
     result = await connection.exec_driver_sql(statement, tuple(parameters))
     rows: list[tuple[str, str]] = [tuple(row) for row in result.all()]
     inserted = {user + event for user, event in rows}
@@ -220,7 +226,7 @@ def _inserted_flags(keys: Sequence[str], inserted: set[str]) -> list[bool]:
 
 
 async def _append_to_postgresql(
-    session: AsyncSession, events: Sequence[EventToAppend]
+    connection: AsyncConnection, events: Sequence[EventToAppend]
 ) -> list[bool]:
     """asyncpg's batched insert; which of the events it inserted."""
     statement = (
@@ -237,7 +243,7 @@ async def _append_to_postgresql(
         }
         for event in events
     ]
-    result = await session.execute(statement, rows)
+    result = await connection.execute(statement, rows)
     inserted = {user.hex + event.hex for user, event in result.all()}
     return _inserted_flags([event.user_id.hex + event.event_id.hex for event in events], inserted)
 
@@ -298,10 +304,12 @@ class DatabaseEventLog:
                     pending.result.set_result(AppendResult(appended, count - appended))
 
     async def _write_group(self, events: Sequence[EventToAppend]) -> list[bool]:
-        async with self._session_factory() as session, session.begin():
-            if session.get_bind().dialect.name == "sqlite":
-                return await _append_to_sqlite(session, events)
-            return await _append_to_postgresql(session, events)
+        # A Core connection, not an ORM session: appends need no identity map or unit of work.
+        engine: AsyncEngine = self._session_factory.kw["bind"]
+        async with engine.begin() as connection:
+            if connection.dialect.name == "sqlite":
+                return await _append_to_sqlite(connection, events)
+            return await _append_to_postgresql(connection, events)
 
     async def consume_once(self, consumer: EventConsumer) -> int:
         """Read the consumer's next batch, apply it and move its offset, in one transaction."""
