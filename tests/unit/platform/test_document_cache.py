@@ -145,3 +145,64 @@ def test_cached_routes_match_only_canonical_ids() -> None:
     assert route.pattern.match("/v1/albums/not-a-uuid") is None
     with pytest.raises(ValueError, match="path parameter"):
         CachedDocumentRoute.for_template("/v1/albums", kind="album")
+
+
+async def test_a_stale_check_runs_in_the_background_and_never_delays_a_request() -> None:
+    release = asyncio.Event()
+    revisions = Revisions()
+
+    async def slow_read() -> int:
+        if revisions.reads > 0:
+            await release.wait()
+        return await revisions.read()
+
+    cache = DocumentCache(max_entries=10, revalidate_seconds=0.05, read_revision=slow_read)
+    assert await cache.current_revision() == 1  # the first answer waits for the revision
+    cache.put(("album", "1"), b"one", revision=1)
+    revisions.value = 2  # another process commits a change
+    await asyncio.sleep(0.06)
+
+    # Stale: the check starts, and requests answer from the known revision meanwhile.
+    assert await asyncio.wait_for(cache.current_revision(), timeout=1) == 1
+    assert await asyncio.wait_for(cache.current_revision(), timeout=1) == 1
+    assert cache.get(("album", "1")) is not None
+    release.set()
+    for _ in range(100):
+        if await cache.current_revision() == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert await cache.current_revision() == 2
+    assert cache.get(("album", "1")) is None
+    assert revisions.reads == 2  # one background check, however many requests saw it stale
+
+
+async def test_after_a_local_write_the_next_read_waits_for_the_new_revision() -> None:
+    revisions = Revisions()
+    cache = DocumentCache(max_entries=10, revalidate_seconds=3600, read_revision=revisions.read)
+    assert await cache.current_revision() == 1
+    revisions.value = 2  # this process commits a change...
+    cache.invalidate()  # ...and says so
+
+    assert await cache.current_revision() == 2  # read your own writes, at once
+
+
+async def test_a_failing_background_check_keeps_answering_and_tries_again() -> None:
+    revisions = Revisions()
+    failures = 1
+
+    async def flaky_read() -> int:
+        nonlocal failures
+        if revisions.reads > 0 and failures:
+            failures -= 1
+            revisions.reads += 1
+            raise ConnectionError("database away")
+        return await revisions.read()
+
+    cache = DocumentCache(max_entries=10, revalidate_seconds=0.01, read_revision=flaky_read)
+    assert await cache.current_revision() == 1
+    revisions.value = 3
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if await cache.current_revision() == 3:
+            break
+    assert await cache.current_revision() == 3
