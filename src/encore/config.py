@@ -81,8 +81,9 @@ class Settings(BaseSettings):
         ge=0,
         le=3600,
         description=(
-            "How often a process checks the catalog revision in the database; cached documents "
-            "are at most this much older than a change made by another process."
+            "How often a process checks the catalog revision in the database (in the "
+            "background; 0: before every request); cached documents are at most this much, plus "
+            "one database read, older than a change made by another process."
         ),
     )
     secret_key: SecretStr | None = Field(
