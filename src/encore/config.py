@@ -217,8 +217,9 @@ class Settings(BaseSettings):
         ge=1,
         le=3650,
         description=(
-            "Days the JetStream EVENTS stream keeps events (the lake keeps them for good); "
-            "consumers must never fall further behind than this."
+            "Days the event log keeps events (the lake keeps them for good): the JetStream "
+            "EVENTS stream's max age, or, for the database log, how long events stay once every "
+            "consumer has applied them. Consumers must never fall further behind than this."
         ),
     )
     events_consumer_batch: int = Field(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import structlog
-from sqlalchemy import Table, func, literal_column, select, tuple_, update
+from sqlalchemy import Table, delete, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -459,6 +459,54 @@ class EventConsumerPool:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+async def prune_consumed_events(
+    session_factory: async_sessionmaker[AsyncSession],
+    *,
+    consumers: Sequence[str],
+    received_before: datetime,
+    chunk: int = 10_000,
+) -> int:
+    """Delete the database log's events that every one of these consumers has applied and
+    that arrived before `received_before` (the log's retention, as JetStream's max age does for
+    its stream), `chunk` rows per committed transaction; how many. Nothing while a consumer
+    has not read at all. A client's retry of a deleted event is appended again; the consumers'
+    own records of applied events (kept longer than any retry can come) make it harmless."""
+    async with session_factory() as session:
+        offsets = (
+            await session.scalars(
+                select(EventConsumerOffset).where(EventConsumerOffset.consumer.in_(consumers))
+            )
+        ).all()
+        if not consumers or len(offsets) < len(set(consumers)):
+            return 0
+        lowest = min((offset.transaction_id, offset.position) for offset in offsets)
+        # The consumers' own order (see _consume_batch): by transaction, then position.
+        consumed = (
+            tuple_(EventLogEntry.transaction_id, EventLogEntry.position) <= tuple_(*lowest)
+            if session.get_bind().dialect.name == "postgresql"
+            else EventLogEntry.position <= lowest[1]
+        )
+        total = 0
+        while True:
+            doomed = (
+                select(EventLogEntry.position)
+                .where(consumed, EventLogEntry.received_at < received_before)
+                .order_by(EventLogEntry.position)
+                .limit(chunk)
+                .scalar_subquery()
+            )
+            result = await session.execute(
+                delete(EventLogEntry)
+                .where(EventLogEntry.position.in_(doomed))
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+            removed = int(getattr(result, "rowcount", 0) or 0)
+            total += removed
+            if removed < chunk:
+                return total
 
 
 async def drain_event_consumers(log: EventLog, consumers: Sequence[EventConsumer]) -> int:

@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore import bus
-from encore.bus.event_log import EventConsumer, LoggedEvent
+from encore.bus.event_log import EventConsumer, LoggedEvent, prune_consumed_events
 from encore.config import Settings
 from encore.db import utcnow
 from encore.events import service
@@ -51,15 +51,24 @@ class ListeningConsumer:
 
 
 async def prune_dedupe_records(payload: dict[str, Any], context: bus.JobContext) -> None:
-    """The pruning job: forget applied and written events no copy of which can come again."""
-    older_than = service.dedupe_record_horizon(
-        now=utcnow(), log_retention_days=context.settings.events_retention_days
-    )
+    """The daily pruning job: forget applied and written events no copy of which can come
+    again, and drop the database log's events older than its retention that every consumer
+    has applied (with a JetStream log the stream's max age does that, and the table is empty).
+    """
+    now = utcnow()
+    retention_days = context.settings.events_retention_days
+    older_than = service.dedupe_record_horizon(now=now, log_retention_days=retention_days)
     async with context.session_factory() as db_session:
         deleted = await service.prune_dedupe_records(db_session=db_session, older_than=older_than)
         deleted["recommend_applied_events"] = await recommend_service.prune_applied_events(
             db_session=db_session, older_than=older_than
         )
+    consumers = event_consumers(settings=context.settings, store=context.store, log_source="db")
+    deleted["event_log"] = await prune_consumed_events(
+        context.session_factory,
+        consumers=[consumer.name for consumer in consumers],
+        received_before=now - timedelta(days=retention_days),
+    )
     logger.info("events_dedupe_records_pruned", older_than=older_than.isoformat(), **deleted)
 
 

@@ -15,8 +15,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore import bus
-from encore.bus.event_log import EventConsumer, LoggedEvent, drain_event_consumers
+from encore.bus.event_log import (
+    EventConsumer,
+    EventToAppend,
+    LoggedEvent,
+    drain_event_consumers,
+)
 from encore.db import utcnow
+from encore.event_log_models import EventLogEntry
 from encore.events import service as events_service
 from encore.events.lake import LAKE_EVENTS_PREFIX, LAKE_SCHEMA_VERSION, LakeWriter
 from encore.events.models import (
@@ -231,6 +237,94 @@ async def test_dedupe_records_are_pruned_once_no_copy_can_come_again(app: FastAP
 
     left = recent | {kept}
     assert await _dedupe_records(app) == {"counted": left, "written": left, "recommend": left}
+
+
+async def _run_prune_job(app: FastAPI) -> None:
+    resources = resources_of(app)
+    now = utcnow()
+    job = bus.Job(
+        id=uuid.uuid4(),
+        kind=PRUNE_JOB,
+        payload={},
+        state=JobState.running,
+        attempts=1,
+        run_after=now,
+        created_at=now,
+        updated_at=now,
+    )
+    await prune_dedupe_records(
+        {},
+        bus.JobContext(
+            job=job,
+            worker_id="test",
+            settings=resources.settings,
+            session_factory=resources.session_factory,
+            store=resources.store,
+        ),
+    )
+
+
+async def _logged_event_ids(app: FastAPI) -> set[uuid.UUID]:
+    async with resources_of(app).session_factory() as db_session:
+        return set((await db_session.scalars(select(EventLogEntry.event_id))).all())
+
+
+async def test_the_database_log_keeps_events_until_every_consumer_applied_them_and_retention_ends(
+    app: FastAPI,
+) -> None:
+    resources = resources_of(app)
+    playable = await seed_catalog(app, artists=1, tracks_per_artist=2)
+    user = await create_user(app, "quinn")
+    retention = timedelta(days=resources.settings.events_retention_days)
+    # Events that arrived just before and just after the retention horizon...
+    old_events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=3))
+    recent_events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=1))
+    arrived = {
+        utcnow() - retention - timedelta(minutes=5): old_events,
+        utcnow() - retention + timedelta(minutes=5): recent_events,
+    }
+    await resources.event_log.append(
+        [
+            EventToAppend(
+                user_id=user.id,
+                event_id=uuid.UUID(str(event["event_id"])),
+                type=str(event["type"]),
+                received_at=received_at,
+                body=orjson.dumps(
+                    {**event, "user_id": str(user.id), "received_at": received_at.isoformat()}
+                ),
+            )
+            for received_at, events in arrived.items()
+            for event in events
+        ]
+    )
+    every_id = {uuid.UUID(str(event["event_id"])) for event in old_events + recent_events}
+    old_ids = {uuid.UUID(str(event["event_id"])) for event in old_events}
+
+    # ...stay while the consumers have not applied them,
+    await _run_prune_job(app)
+    assert await _logged_event_ids(app) == every_id
+
+    # and the old ones go once every consumer has: the counts stay as they were.
+    await drain_events(app)
+    streams_before = await _track_streams(app)
+    assert streams_before == sum(
+        event["type"] == "play_end" for event in old_events + recent_events
+    )
+    await _run_prune_job(app)
+    assert await _logged_event_ids(app) == every_id - old_ids
+    assert await _track_streams(app) == streams_before
+
+    # A late retry of a pruned event is appended again, and changes no count.
+    await _append(app, user.id, old_events[:1])
+    await drain_events(app)
+    assert await _track_streams(app) == streams_before
+
+
+async def _track_streams(app: FastAPI) -> int:
+    async with resources_of(app).session_factory() as db_session:
+        total = await db_session.scalar(select(func.sum(DailyTrackStats.streams)))
+    return int(total or 0)
 
 
 async def test_pruning_deletes_in_chunks(app: FastAPI) -> None:
