@@ -178,6 +178,15 @@ class Settings(BaseSettings):
             "the jobs to separate `encore worker` processes."
         ),
     )
+    jobs_retention_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description=(
+            "Days a finished job stays in the jobs table, for inspection, before the workers "
+            "delete it (daily). Dead jobs stay until requeued."
+        ),
+    )
     job_lease_seconds: int = Field(
         300,
         ge=5,

@@ -91,6 +91,9 @@ NOOP_JOB_KIND = "noop"
 RELAY_INTERVAL = 30.0
 """Seconds between a worker pool's sweeps for jobs whose announcement to a broker may have been
 lost (backends without a broker have nothing to sweep)."""
+PURGE_INTERVAL = 86_400.0
+"""Seconds between a worker pool's deletions of jobs finished longer ago than
+`jobs_retention_days`."""
 
 _ACTIVE_STATES = (JobState.queued, JobState.running)
 _ENQUEUED_FLAG = "encore.bus.enqueued"
@@ -729,6 +732,7 @@ class WorkerPool:
         store: BlobStore | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         relay_interval: float = RELAY_INTERVAL,
+        purge_interval: float = PURGE_INTERVAL,
         owns_queue: bool = False,
     ) -> None:
         if lease <= timedelta(0):
@@ -737,6 +741,8 @@ class WorkerPool:
         self._owns_queue = owns_queue
         self._relay_interval = relay_interval
         self._relay: asyncio.Task[None] | None = None
+        self._purge_interval = purge_interval
+        self._purge: asyncio.Task[None] | None = None
         self._handlers = dict(handlers)
         self._count = count
         self._lease = lease
@@ -810,6 +816,9 @@ class WorkerPool:
             task = asyncio.create_task(self._work(worker_id), name=f"job-worker {worker_id}")
             self._tasks.add(task)
         self._relay = asyncio.create_task(self._relay_jobs(), name=f"job-relay {self._name}")
+        self._purge = asyncio.create_task(
+            self._purge_finished_jobs(), name=f"job-purge {self._name}"
+        )
         logger.info("workers_started", count=self._count, kinds=self.kinds)
 
     def wake(self) -> None:
@@ -838,10 +847,11 @@ class WorkerPool:
                 task.cancel()
             self._tasks.clear()
             _local_wakeups.discard(self.wake)
-            relay, self._relay = self._relay, None
-            if relay is not None:
-                relay.cancel()
-                await asyncio.wait({relay})
+            for background in (self._relay, self._purge):
+                if background is not None:
+                    background.cancel()
+                    await asyncio.wait({background})
+            self._relay = self._purge = None
             if self._owns_queue:
                 await self._queue.close()
         if tasks:
@@ -854,6 +864,8 @@ class WorkerPool:
             task.cancel()
         if self._relay is not None:
             self._relay.cancel()
+        if self._purge is not None:
+            self._purge.cancel()
 
     async def __aenter__(self) -> Self:
         """Start the workers."""
@@ -869,6 +881,20 @@ class WorkerPool:
         """Stop the workers: running jobs finish, unless the block raised."""
         # Leaving on an error must not hang on a stuck handler: its job goes back at once.
         await self.stop(grace=None if exc is None else 0)
+
+    async def _purge_finished_jobs(self) -> None:
+        # At start, then every interval: every worker process does it (an idempotent delete),
+        # so it happens even where processes restart more often than daily.
+        retention = timedelta(days=self._settings.jobs_retention_days)
+        while True:
+            try:
+                purged = await self._queue.purge_finished_jobs(finished_before=utcnow() - retention)
+            except Exception:
+                logger.warning("job_purge_failed", exc_info=True)
+            else:
+                if purged:
+                    logger.info("finished_jobs_purged", count=purged)
+            await asyncio.sleep(self._purge_interval)
 
     async def _relay_jobs(self) -> None:
         while True:

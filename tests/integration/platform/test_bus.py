@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sys
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -574,6 +575,52 @@ async def test_counts_follow_a_group_and_finished_jobs_can_be_purged(
     assert await queue.purge_finished_jobs(finished_before=clock.now) == 0
     assert await queue.purge_finished_jobs(finished_before=clock.now + timedelta(seconds=1)) == 1
     assert await queue.get_job(batch[0]) is None
+
+
+async def test_workers_delete_jobs_finished_longer_ago_than_the_retention(
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+    queue: DatabaseJobQueue,
+    clock: Clock,
+) -> None:
+    retention = timedelta(days=settings.jobs_retention_days)
+
+    async def finish_one_at(moment: datetime) -> uuid.UUID:
+        clock.now = moment
+        job_id = await queue.enqueue(kind=KIND, payload={})
+        claimed = await queue.claim("w1", [KIND], LEASE)
+        assert claimed is not None and claimed.id == job_id
+        assert await queue.complete(job_id, "w1")
+        return job_id
+
+    old = await finish_one_at(utcnow() - retention - timedelta(hours=1))
+    recent = await finish_one_at(utcnow() - retention + timedelta(hours=1))
+    clock.now = utcnow()
+    dead = await queue.enqueue(kind=KIND, payload={})
+    assert await queue.claim("w1", [KIND], LEASE) is not None
+    assert await queue.fail(dead, "w1", "broken", permanent=True) is JobState.dead
+
+    async def ignore(payload: dict[str, Any], context: JobContext) -> None:
+        pass
+
+    # The pool purges as it starts (and then every day).
+    async with WorkerPool(
+        queue=queue,
+        handlers={"test.nothing": ignore},
+        count=1,
+        lease=LEASE,
+        settings=settings,
+        session_factory=session_factory,
+        poll_interval=60,
+    ):
+        await eventually(lambda: _is_gone(queue, old), 10)
+    assert await queue.get_job(recent) is not None
+    dead_job = await queue.get_job(dead)
+    assert dead_job is not None and dead_job.state is JobState.dead
+
+
+async def _is_gone(queue: DatabaseJobQueue, job_id: uuid.UUID) -> bool:
+    return await queue.get_job(job_id) is None
 
 
 # ---------------------------------------------------------------------------------------------
