@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from encore.media import service as media_service
 from encore.observability import Metrics
 from encore.problems import problem_response
-from encore.storage import BlobNotFound, BlobStore
+from encore.storage import BlobNotFound, BlobStore, InvalidBlobKey, check_blob_key
 from encore.streaming.signing import MediaSigner, TokenVerdict, split_media_path
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -82,6 +82,11 @@ class MediaFiles:
                 410, detail="the media URL has expired; ask /v1/tracks/{id}/playback for a new one"
             )
         key = f"{prefix}/{file}"
+        try:
+            check_blob_key(key)
+        except InvalidBlobKey:
+            # A name no rendition has (renditions use plain ASCII names only).
+            return problem_response(404, detail="no such media file")
         if self.redirect_to_store(scope):
             presigned = await store.presigned_get_url(key, PRESIGNED_LIFETIME)
             if presigned is not None:
@@ -383,7 +388,10 @@ class CachedMediaFiles:
                 cached.checked_at = now
                 return cached
             self._forget(key)
-        local = store.local_path(key)
+        try:
+            local = store.local_path(key)
+        except InvalidBlobKey:
+            return None  # MediaFiles answers 404
         if local is None:
             return None
         try:

@@ -211,6 +211,13 @@ async def test_media_answered_from_memory_keeps_every_rule(
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == str(len(answers[0].content))
 
+    # Names no rendition can have, under a valid token: 404, never a server error.
+    rendition = segment.rsplit("/", 1)[0]
+    for odd in ("a:b", "it's(1)", "x*y;z", "!"):
+        for method in ("GET", "HEAD"):
+            refused = await http.request(method, f"{rendition}/{odd}")
+            assert refused.status_code == 404, (odd, method, refused.status_code)
+
     # A token remembered as valid stops working when it expires, and a tampered one never does.
     token = segment.split("/")[3]
     assert (await http.get(segment.replace(token, token[:-4] + "AAAA"))).status_code == 403
