@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated
 
 import msgspec
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from encore.catalog.schemas import TrackRead
 
@@ -96,13 +97,29 @@ class DeviceType(enum.StrEnum):
     other = "other"
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _without_control_characters(value: str) -> str:
+    # Free text from clients (a context id, a search query) carries no control characters:
+    # a NUL would be refused by PostgreSQL when a consumer stores it, and stop that consumer.
+    if _CONTROL_CHARACTER.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+WITHOUT_CONTROLS = AfterValidator(_without_control_characters)
+
+
 class PlayContext(BaseModel):
     """The album, playlist, station... a play belongs to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: ContextType
-    id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    id: Annotated[str, StringConstraints(min_length=1, max_length=100), WITHOUT_CONTROLS] | None = (
+        None
+    )
 
 
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
@@ -129,11 +146,13 @@ class ListeningEvent(BaseModel):
     country: CountryCode | None = Field(None, description="ISO 3166-1 alpha-2, upper case.")
     shuffle: bool = False
     offline: bool = Field(False, description="Buffered on the device and sent later.")
-    query: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+    query: Annotated[str, StringConstraints(max_length=200), WITHOUT_CONTROLS] | None = Field(
         None, description="What was searched (search events)."
     )
 
 
+# msgspec's patterns are Python's `re.search`, where `$` also matches before a final newline.
+_WIRE_NO_CONTROLS = r"^[^\x00-\x1f\x7f]*\Z"
 _WireCountry = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")]
 _WireMilliseconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_MS_PLAYED)]
 
@@ -142,7 +161,9 @@ class WirePlayContext(msgspec.Struct, forbid_unknown_fields=True, frozen=True, o
     """PlayContext, as msgspec decodes it on the ingest fast path."""
 
     type: ContextType
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    id: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_WIRE_NO_CONTROLS)] | None
+    ) = None
 
 
 class WireListeningEvent(
@@ -169,7 +190,7 @@ class WireListeningEvent(
     country: _WireCountry | None = None
     shuffle: bool = False
     offline: bool = False
-    query: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    query: Annotated[str, msgspec.Meta(max_length=200, pattern=_WIRE_NO_CONTROLS)] | None = None
 
 
 class WireEventBatch(msgspec.Struct, forbid_unknown_fields=True):

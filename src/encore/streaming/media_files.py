@@ -16,6 +16,7 @@ from datetime import timedelta
 from email.utils import formatdate
 from pathlib import Path
 
+import structlog
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +34,8 @@ SMALL_FILE_BYTES = 512 * 1024
 PRESIGNED_LIFETIME = timedelta(minutes=10)
 PRESIGNED_CACHE_SECONDS = 300
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+logger = structlog.get_logger("encore.streaming")
 
 
 class MediaFiles:
@@ -324,7 +327,13 @@ class CachedMediaFiles:
         if scope["type"] != "http" or not scope["path"].startswith("/media/t/"):
             return False
         started = time.perf_counter()
-        cached = self._answerable(scope)
+        try:
+            cached = self._answerable(scope)
+        except Exception:
+            # This runs outside the app's error handling: whatever went wrong, the app's own
+            # media path answers (and reports) this request.
+            logger.warning("cached_media_failed", exc_info=True)
+            return False
         if cached is None:
             return False
         method = scope["method"]

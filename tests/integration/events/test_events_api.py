@@ -160,13 +160,16 @@ async def test_each_invalid_event_is_listed_and_the_valid_ones_recorded(
         {"type": "like", "event_id": str(uuid.uuid4()), "occurred_at": now.isoformat()},
         "not an object",
         offline_old,
+        # A NUL would stop the consumer that stores the context on PostgreSQL.
+        {**play_end(track), "context": {"type": "album", "id": "a\u0000b"}},
     ]
     response = await _post(alice, batch)
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == 2
     rejected = {item["index"]: item for item in body["rejected"]}
-    assert sorted(rejected) == list(range(1, 12))
+    assert sorted(rejected) == [*range(1, 12), 13]
+    assert "control characters" in rejected[13]["errors"][0]
     assert "user_id" in rejected[1]["errors"][0]
     assert "future" in rejected[2]["errors"][0]
     assert "30 days" in rejected[3]["errors"][0]

@@ -74,6 +74,10 @@ FIELD_VALUES: dict[str, list[Any]] = {
         {"type": "album", "id": None},
         {"type": "album", "id": ""},
         {"type": "album", "id": "x" * 101},
+        {"type": "album", "id": "a\x00b"},
+        {"type": "album", "id": "line\n"},
+        {"type": "album", "id": "tab\there"},
+        {"type": "album", "id": "é ü 漢字"},
         {"type": "nope"},
         {"type": "album", "extra": 1},
         "album",
@@ -84,7 +88,7 @@ FIELD_VALUES: dict[str, list[Any]] = {
     "country": ["SE", "se", "SE\n", "SWE", "", None, MISSING],
     "shuffle": [True, False, "true", 1, None, MISSING],
     "offline": [True, False, 0, None, MISSING],
-    "query": ["lofi", "", "q" * 200, "q" * 201, None, MISSING],
+    "query": ["lofi", "", "q" * 200, "q" * 201, "nul\x00", "end\n", "\x7f", "ça va", None, MISSING],
     "bogus": [1, MISSING, MISSING, MISSING],
 }
 for _kind in ContextType:
