@@ -147,11 +147,30 @@ def running_server(
     cpus: tuple[int, ...] | None,
     log_name: str,
     port: int | None = None,
+    http_server: str = "uvicorn",
 ) -> Iterator[str]:
-    """Run `uvicorn --factory app` as one process on a loopback port; yield its base URL."""
+    """Run the app factory under uvicorn (or granian) as one process on a loopback port, as
+    `encore serve` runs it; yield its base URL."""
     port = port or free_port()
     loop, http = _uvicorn_implementations()
-    command = [
+    # As `encore serve` runs granian (ENCORE_HTTP_SERVER=granian): one worker, no websockets.
+    granian = [
+        str(Path(sys.executable).with_name("granian")),
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+        app,
+    ]
+    uvicorn = [
         sys.executable,
         "-m",
         "uvicorn",
@@ -175,6 +194,7 @@ def running_server(
         "--log-level",
         "warning",
     ]
+    command = granian if http_server == "granian" else uvicorn
     process_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")}
     process_env.update(env)
     process_env["PYTHONPATH"] = os.pathsep.join(

@@ -40,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EDGE_DIR = REPO_ROOT / "deploy" / "nginx"
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "segments.json"
 NGINX = Path("/usr/sbin/nginx")
-GOALS = {"Encore": 0.5, "edge (cache hits)": 0.9}
+GOALS = {"Encore": 0.5, "Encore on granian": 0.5, "edge (cache hits)": 0.9}
 
 
 def _nginx_config(workdir: Path, *, port: int, body: str) -> str:
@@ -159,6 +159,22 @@ def main(argv: list[str] | None = None) -> int:
             segment_file = workdir / "media" / prefix_and_file
             print(f"segment: {segment_file.stat().st_size} bytes", file=sys.stderr)
             results["Encore"] = run_wrk(
+                encore + segment_path,
+                connections=args.connections,
+                seconds=args.duration,
+                cpus=client_cpus,
+            )
+        # The same files from `encore serve` on its other HTTP server (ENCORE_HTTP_SERVER).
+        with running_server(
+            "encore.app:create_app_from_environment",
+            env=env,
+            workdir=workdir,
+            cpus=server_cpus,
+            log_name="encore-granian",
+            port=port,
+            http_server="granian",
+        ) as encore:
+            results["Encore on granian"] = run_wrk(
                 encore + segment_path,
                 connections=args.connections,
                 seconds=args.duration,

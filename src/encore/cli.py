@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -125,6 +126,9 @@ def serve(
     except SettingsError as exc:
         console.print(f"[red]encore: {exc}[/red]")
         raise typer.Exit(2) from None
+    if settings.http_server == "granian":
+        _serve_with_granian(settings, host=host, port=port)
+        return
     configure_logging(settings)
     uvicorn.run(
         create_app(settings),
@@ -136,6 +140,32 @@ def serve(
         # Encore writes its own access log line (with the route and request id).
         access_log=False,
     )
+
+
+def _serve_with_granian(settings: Settings, *, host: str | None, port: int | None) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    # Granian builds the app in its worker process, from the environment: the command line's
+    # overrides go there too, so both processes see the same settings.
+    if host is not None:
+        os.environ["ENCORE_HOST"] = host
+    if port is not None:
+        os.environ["ENCORE_PORT"] = str(port)
+    Granian(
+        "encore.app:create_app_from_environment",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=settings.host,
+        port=settings.port,
+        workers=1,
+        loop=Loops.auto,
+        websockets=False,
+        # Encore writes its own access log line (with the route and request id).
+        log_access=False,
+        log_level=LogLevels(settings.log_level),
+    ).serve()
 
 
 @db_app.command("upgrade")

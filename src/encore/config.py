@@ -29,6 +29,14 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface `encore serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port `encore serve` listens on.")
+    http_server: Literal["uvicorn", "granian"] = Field(
+        "uvicorn",
+        description=(
+            "The HTTP server `encore serve` runs: uvicorn, or granian (Rust), which also sends "
+            "large media files by path without copying them through Python (the ASGI "
+            "`http.response.pathsend` extension); uvicorn streams those in chunks."
+        ),
+    )
     public_url: str = Field(
         "http://127.0.0.1:8000",
         description="Base URL clients reach Encore at; used to build absolute links.",

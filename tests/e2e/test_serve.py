@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,11 +12,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 ENCORE = [sys.executable, "-m", "encore.cli"]
+PLAYER_OPTIONS = {"protocol_whitelist": "http,tcp", "allowed_extensions": "ALL"}
 DEMO_USERNAMES = ("demo-listener", "demo-artist", "demo-analyst")
 
 
@@ -31,6 +35,7 @@ def environment(database_url: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")}
     env.update(
         ENCORE_DATABASE_URL=database_url,
+        ENCORE_SECRET_KEY_FILE=str(tmp_path / "secret.key"),
         ENCORE_STORAGE_URL=f"file://{tmp_path / 'media'}",
         ENCORE_HOST="127.0.0.1",
         ENCORE_PORT=str(_free_port()),
@@ -63,9 +68,14 @@ def demo_credentials_file(environment: dict[str, str], cwd: Path) -> Path:
     return cwd / "var" / "demo-credentials.txt"
 
 
-@pytest.fixture
-def served(environment: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """Base URL of `encore serve` running after `encore demo --if-empty`."""
+@pytest.fixture(params=["uvicorn", "granian"])
+def served(
+    request: pytest.FixtureRequest, environment: dict[str, str], tmp_path: Path
+) -> Iterator[str]:
+    """Base URL of `encore serve` (on each HTTP server it offers) running after
+    `encore demo --if-empty`."""
+    environment["ENCORE_HTTP_SERVER"] = request.param
+    environment["ENCORE_PUBLIC_URL"] = f"http://127.0.0.1:{environment['ENCORE_PORT']}"
     demo = run_encore(environment, tmp_path, "demo", "--if-empty")
     assert demo.returncode == 0, demo.stderr
     log = (tmp_path / "serve.log").open("w")
@@ -88,7 +98,10 @@ def served(environment: dict[str, str], tmp_path: Path) -> Iterator[str]:
         yield base
     finally:
         server.terminate()
-        server.wait(timeout=15)
+        # A clean stop within the grace period: exit status 0, or the signal passed on.
+        assert server.wait(timeout=30) in (0, -signal.SIGTERM), (
+            tmp_path / "serve.log"
+        ).read_text()[-3000:]
         log.close()
 
 
@@ -145,19 +158,88 @@ def test_demo_catalog_is_served_over_http(
     assert any('"event": "request"' in line and '"request_id"' in line for line in log_lines)
 
 
-def test_demo_is_loaded_only_once(environment: dict[str, str], tmp_path: Path) -> None:
-    first = run_encore(environment, tmp_path, "demo", "--if-empty")
-    assert first.returncode == 0, first.stderr
-    for username in DEMO_USERNAMES:
-        assert username in first.stdout + first.stderr
-    credentials = demo_credentials_file(environment, tmp_path)
-    assert credentials.exists()
-    assert credentials.stat().st_mode & 0o777 == 0o600
-    saved = credentials.read_text()
-    assert all(username in saved for username in DEMO_USERNAMES)
+def listener_token(environment: dict[str, str], username: str) -> str:
+    """A streaming access token of a demo account, issued with the server's own keys."""
+    from sqlalchemy import select
 
-    second = run_encore(environment, tmp_path, "demo", "--if-empty")
-    assert second.returncode == 0, second.stderr
-    assert "already has" in second.stderr + second.stdout
-    assert str(credentials) in second.stderr + second.stdout
-    assert credentials.read_text() == saved, "existing demo accounts keep their passwords"
+    from encore.auth.models import User
+    from encore.auth.runtime import AuthRuntime
+    from encore.auth.secrets import load_master_key
+    from encore.config import load_settings
+    from encore.db import create_engine, create_session_factory
+
+    settings = load_settings(
+        **{
+            name.removeprefix("ENCORE_").lower(): value
+            for name, value in environment.items()
+            if name.startswith("ENCORE_")
+        }
+    )
+
+    async def issue() -> str:
+        engine = create_engine(settings)
+        try:
+            session_factory = create_session_factory(engine)
+            async with session_factory() as db_session:
+                user = (
+                    await db_session.scalars(select(User).where(User.username == username))
+                ).one()
+            runtime = await AuthRuntime.start(settings, session_factory, load_master_key(settings))
+            issuer = await runtime.issuer()
+            token: str = issuer.access_token(
+                subject=str(user.id),
+                client_id="encore-web",
+                scopes={"streaming"},
+                roles={"listener"},
+                session_id=None,
+            )[0]
+            return token
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(issue())
+
+
+def test_tracks_play_over_http(served: str, environment: dict[str, str], tmp_path: Path) -> None:
+    # Whatever the server: playlists and segments (small, from memory), a large progressive
+    # file (sent by path where the server can) whole and by range, and a real player.
+    from encore.media.synthesis import TagSpec, Tone, write_tagged_track
+
+    library = tmp_path / "library"
+    write_tagged_track(
+        library / "long.flac",
+        Tone(seconds=24.0),
+        TagSpec(title="Longplay Serenade", artists=("Loopback Band",), album="Loopback"),
+    )
+    imported = run_encore(environment, tmp_path, "import", str(library))
+    assert imported.returncode == 0, imported.stderr
+    token = listener_token(environment, "demo-listener")
+    with httpx.Client(base_url=served, timeout=30) as http:
+        http.headers["Authorization"] = f"Bearer {token}"
+        found = http.get("/v1/search", params={"q": "Longplay Serenade", "type": "track"})
+        assert found.status_code == 200, found.text
+        track_id = found.json()["tracks"]["items"][0]["id"]
+        playback = http.get(f"/v1/tracks/{track_id}/playback")
+        assert playback.status_code == 200, playback.text
+        body = playback.json()
+        del http.headers["Authorization"]  # media URLs carry their own token
+
+        largest = max(body["progressive"], key=lambda rendition: rendition["bitrate"])
+        whole = http.get(largest["url"])
+        assert whole.status_code == 200
+        assert whole.headers["content-type"] == "audio/mp4"
+        assert int(whole.headers["content-length"]) == len(whole.content) > 512 * 1024
+        middle = len(whole.content) // 2
+        part = http.get(largest["url"], headers={"Range": f"bytes={middle}-{middle + 999}"})
+        assert part.status_code == 206 and part.content == whole.content[middle : middle + 1000]
+
+        master = http.get(body["hls"]["url"])
+        assert master.status_code == 200
+        assert master.headers["content-type"] == "application/vnd.apple.mpegurl"
+
+    for url in (body["hls"]["url"], largest["url"]):
+        with av.open(url, options=PLAYER_OPTIONS, timeout=10) as container:
+            stream = container.streams.audio[0]
+            samples = sum(frame.samples for frame in container.decode(stream))
+        seconds = samples / (stream.codec_context.sample_rate or 1)
+        assert abs(seconds * 1000 - body["duration_ms"]) < 1000, url
