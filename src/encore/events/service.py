@@ -142,11 +142,22 @@ def decode_event_batch(body: bytes, *, now: datetime) -> ValidatedBatch:
         wire = _WIRE_BATCH.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return parse_event_batch(_json_document(body), now=now)
+    return _judge_events(wire.events, now=now)
+
+
+def _judge_events(
+    candidates: Iterable[AcceptedEvent | RejectedEvent], *, now: datetime
+) -> ValidatedBatch:
+    """Sort a batch's well-formed events (in order, refusals already made passed through) into
+    those to append, in-batch repeats, and those refused for their type's needs or their time."""
     events: list[AcceptedEvent] = []
     rejected: list[RejectedEvent] = []
     seen: set[uuid.UUID] = set()
     repeated = 0
-    for index, event in enumerate(wire.events):
+    for index, event in enumerate(candidates):
+        if isinstance(event, RejectedEvent):
+            rejected.append(event)
+            continue
         errors = _requirement_errors(event) + _time_errors(event, now)
         if errors:
             rejected.append(RejectedEvent(index=index, event_id=str(event.event_id), errors=errors))
@@ -182,38 +193,26 @@ def parse_event_batch(document: Any, *, now: datetime) -> ValidatedBatch:
             f"events must be a list of 1 to {MAX_EVENTS_PER_BATCH} events",
             extra={"errors": [{"field": "body.events", "message": "1 to 1000 events"}]},
         )
-    events: list[AcceptedEvent] = []
-    rejected: list[RejectedEvent] = []
-    seen: set[uuid.UUID] = set()
-    repeated = 0
     try:
         # One call for the whole batch when every event is well formed (the common case);
         # event by event only to name the ones that are not.
         parsed: list[ListeningEvent | None] = list(_EVENT_LIST.validate_python(raw_events))
     except ValidationError:
         parsed = [None] * len(raw_events)
+    candidates: list[AcceptedEvent | RejectedEvent] = []
     for index, raw in enumerate(raw_events):
-        raw_id = raw.get("event_id") if isinstance(raw, dict) else None
         try:
-            event = parsed[index] or ListeningEvent.model_validate(raw)
+            candidates.append(parsed[index] or ListeningEvent.model_validate(raw))
         except ValidationError as error:
-            rejected.append(
+            raw_id = raw.get("event_id") if isinstance(raw, dict) else None
+            candidates.append(
                 RejectedEvent(
                     index=index,
                     event_id=str(raw_id)[:64] if raw_id is not None else None,
                     errors=_describe_validation_error(error),
                 )
             )
-            continue
-        errors = _requirement_errors(event) + _time_errors(event, now)
-        if errors:
-            rejected.append(RejectedEvent(index=index, event_id=str(event.event_id), errors=errors))
-        elif event.event_id in seen:
-            repeated += 1  # the same event twice in one batch: recorded once
-        else:
-            seen.add(event.event_id)
-            events.append(event)
-    return ValidatedBatch(events, repeated, rejected)
+    return _judge_events(candidates, now=now)
 
 
 class EventRateLimiter:

@@ -113,11 +113,11 @@ class MediaFiles:
         except OSError:
             return problem_response(404, detail="no such media file")
         if stat.st_size <= SMALL_FILE_BYTES:
-            etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+            etag, last_modified = _local_validators(stat)
             return _ranged_response(
                 headers,
                 etag=etag,
-                last_modified=formatdate(stat.st_mtime, usegmt=True),
+                last_modified=last_modified,
                 size=stat.st_size,
                 media_type=media_service.rendition_content_type(file),
                 read=lambda start, end: _read_local(local, start, end),
@@ -154,6 +154,11 @@ class MediaFiles:
             start, end = _span(response)
             response.body = await store.get_range(key, start, end)
         return response
+
+
+def _local_validators(stat: os.stat_result) -> tuple[str, str]:
+    """ETag and Last-Modified of a small local media file."""
+    return f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"', formatdate(stat.st_mtime, usegmt=True)
 
 
 def _read_local(path: Path, start: int, end: int) -> bytes:
@@ -413,13 +418,15 @@ class CachedMediaFiles:
             return None
         if len(body) != stat.st_size:
             return None  # changing under us: let MediaFiles answer this one
+        # The same validators MediaFiles gives this file, so conditional requests match.
+        etag, last_modified = _local_validators(stat)
         headers = [
             (b"content-type", media_service.rendition_content_type(file).encode("latin-1")),
             (b"content-length", str(stat.st_size).encode("latin-1")),
             (b"cache-control", IMMUTABLE.encode("latin-1")),
-            (b"etag", f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'.encode("latin-1")),
+            (b"etag", etag.encode("latin-1")),
             (b"accept-ranges", b"bytes"),
-            (b"last-modified", formatdate(stat.st_mtime, usegmt=True).encode("latin-1")),
+            (b"last-modified", last_modified.encode("latin-1")),
         ]
         found = _CachedFile(
             str(local), stat.st_size, stat.st_mtime_ns, headers, body, time.monotonic()

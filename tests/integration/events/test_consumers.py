@@ -212,34 +212,14 @@ async def test_dedupe_records_are_pruned_once_no_copy_can_come_again(app: FastAP
             db_session.add(RecommendAppliedEvent(user_id=user.id, event_id=event_id, applied_at=at))
         await db_session.commit()
 
-    # The job as a worker runs it.
-    record = queued[0]
-    job = bus.Job(
-        id=record.id,
-        kind=record.kind,
-        payload={},
-        state=JobState.running,
-        attempts=1,
-        run_after=record.run_after,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-    )
-    await prune_dedupe_records(
-        {},
-        bus.JobContext(
-            job=job,
-            worker_id="test",
-            settings=resources.settings,
-            session_factory=resources.session_factory,
-            store=resources.store,
-        ),
-    )
+    await _run_prune_job(app)
 
     left = recent | {kept}
     assert await _dedupe_records(app) == {"counted": left, "written": left, "recommend": left}
 
 
 async def _run_prune_job(app: FastAPI) -> None:
+    """The pruning job as a worker runs it."""
     resources = resources_of(app)
     now = utcnow()
     job = bus.Job(
