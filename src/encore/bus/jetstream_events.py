@@ -2,7 +2,9 @@
 
 Appending publishes every event with `Nats-Msg-Id` = "<user id>.<event id>", so the stream
 drops a retry within its duplicate window, and answers once JetStream has acknowledged every
-event (with R3, once a majority of the nodes stored it). Consumers are durable, pull, with
+event (with R3, once a majority of the nodes stored it). A batch's messages go out together
+and their acknowledgements come back on one reply subscription (`BatchPublisher`), as nats.go's
+PublishAsync does, rather than through a future per message. Consumers are durable, pull, with
 `AckAll`: a batch is acknowledged by acknowledging its last message, after its handler's
 database transaction committed. `max_ack_pending` = the batch size keeps one batch in flight
 per consumer, so a batch that is not acknowledged (a crash) comes back from its first
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import orjson
 import structlog
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -44,6 +48,7 @@ from encore.problems import Problem
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
     from nats.js import JetStreamContext
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -90,6 +95,102 @@ def events_stream_config(settings: Settings) -> StreamConfig:
     )
 
 
+class PublishRefused(NatsError):
+    """JetStream answered a message of the batch with an error, or no stream took it."""
+
+
+class _PendingBatch:
+    """The acknowledgements of one published batch, as they arrive."""
+
+    __slots__ = ("answered", "done", "duplicates", "expected")
+
+    def __init__(self, expected: int) -> None:
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.expected = expected
+        self.answered: set[int] = set()
+        self.duplicates = 0
+
+    def receive(self, index: int, message: Msg) -> None:
+        """Take the answer to the batch's `index`-th message."""
+        if self.done.done() or index in self.answered or not 0 <= index < self.expected:
+            return
+        if message.headers and message.headers.get("Status") == _NO_RESPONDERS:
+            self.done.set_exception(PublishRefused("no stream takes these subjects"))
+            return
+        try:
+            answer = orjson.loads(message.data)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or "error" in answer or "seq" not in answer:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            self.done.set_exception(PublishRefused(f"JetStream refused a message: {error!r}"))
+            return
+        self.answered.add(index)
+        if answer.get("duplicate"):
+            self.duplicates += 1
+        if len(self.answered) == self.expected:
+            self.done.set_result(self.duplicates)
+
+
+_NO_RESPONDERS = "503"
+
+
+class BatchPublisher:
+    """Publishes a batch of messages to JetStream and waits for every acknowledgement.
+
+    The messages carry reply subjects `<inbox>.<batch>.<index>` under one wildcard
+    subscription, so a batch costs one pending entry instead of a future, a semaphore and a
+    callback per message (nats-py's `publish_async`); an acknowledgement of a batch nobody
+    waits for any more (timed out) is dropped.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._inbox = client.new_inbox()
+        self._batch_numbers = itertools.count()
+        self._pending: dict[str, _PendingBatch] = {}
+        self._subscription: Subscription | None = None
+
+    async def _subscribe(self) -> None:
+        # Reply subjects are `<inbox>.<batch>.<index>`: the batch and the index are the tail.
+        offset = len(self._inbox) + 1
+
+        async def on_answer(message: Msg) -> None:
+            batch_key, _, index = message.subject[offset:].partition(".")
+            pending = self._pending.get(batch_key)
+            if pending is not None and index.isdigit():
+                pending.receive(int(index), message)
+
+        self._subscription = await self._client.subscribe(f"{self._inbox}.>", cb=on_answer)
+
+    async def publish(self, messages: Sequence[tuple[str, bytes, str]]) -> int:
+        """Publish (subject, payload, message id) triples; how many the stream already had.
+
+        Raises the client's errors, or PublishRefused, when any message is not stored.
+        """
+        if self._subscription is None:
+            await self._subscribe()
+        batch_key = str(next(self._batch_numbers))
+        pending = _PendingBatch(len(messages))
+        self._pending[batch_key] = pending
+        reply_prefix = f"{self._inbox}.{batch_key}."
+        publish = self._client.publish
+        try:
+            for index, (subject, payload, message_id) in enumerate(messages):
+                await publish(
+                    subject,
+                    payload,
+                    reply=f"{reply_prefix}{index}",
+                    headers={"Nats-Msg-Id": message_id},
+                )
+            return await pending.done
+        finally:
+            del self._pending[batch_key]
+            if pending.done.done() and not pending.done.cancelled():
+                # A refusal that arrived while publishing failed otherwise: seen, not lost.
+                pending.done.exception()
+
+
 class _ConsumerState:
     """A consumer's subscription and the messages fetched but not yet applied (lingering)."""
 
@@ -115,6 +216,7 @@ class JetStreamEventLog:
         self._source = source
         self._consumers: dict[str, _ConsumerState] = {}
         self._consumer_setup = asyncio.Lock()
+        self._publisher = BatchPublisher(client)
 
     @property
     def source(self) -> str:
@@ -151,17 +253,16 @@ class JetStreamEventLog:
             return AppendResult(0, 0)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                acknowledgements = []
-                for event in events:
-                    acknowledgements.append(
-                        await self._js.publish_async(
+                duplicates = await self._publisher.publish(
+                    [
+                        (
                             f"events.{event.type}",
                             event.body,
-                            wait_stall=PUBLISH_TIMEOUT_SECONDS,
-                            headers={"Nats-Msg-Id": f"{event.user_id}.{event.event_id}"},
+                            f"{event.user_id}.{event.event_id}",
                         )
-                    )
-                acks = await asyncio.gather(*acknowledgements)
+                        for event in events
+                    ]
+                )
         except (TimeoutError, NatsError) as error:
             # No acknowledgement (a node lost, no quorum yet, a reconnect): nothing is
             # promised, and the client's retry is deduplicated by the message ids.
@@ -170,7 +271,6 @@ class JetStreamEventLog:
                 "the event log did not confirm the batch in time; send it again",
                 headers={"Retry-After": "1"},
             ) from None
-        duplicates = sum(1 for ack in acks if ack.duplicate)
         return AppendResult(len(events) - duplicates, duplicates)
 
     async def _consumer(self, consumer: EventConsumer) -> _ConsumerState:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from encore.app import create_app
 from encore.bus.event_log import EventConsumer, LoggedEvent, drain_event_consumers
-from encore.bus.jetstream_events import JetStreamEventLog
+from encore.bus.jetstream_events import BatchPublisher, JetStreamEventLog, PublishRefused
 from encore.config import Settings
 from encore.db import utcnow
 from encore.events import service as events_service
@@ -219,3 +219,45 @@ async def test_a_cluster_losing_a_node_under_load_loses_nothing(
         assert plays == total_events
         for http in clients:
             await http.aclose()
+
+
+async def test_batch_publisher_reports_duplicates_and_refusals(nats_server: NatsServer) -> None:
+    import nats
+    from nats.js.api import StreamConfig
+
+    client = await nats.connect(nats_server.url)
+    try:
+        js = client.jetstream()
+        await js.add_stream(StreamConfig(name="PUBTEST", subjects=["pubtest.>"], max_msg_size=512))
+        publisher = BatchPublisher(client)
+        messages = [(f"pubtest.{n % 3}", b"x" * 100, f"id-{n}") for n in range(250)]
+        assert await publisher.publish(messages) == 0
+        # The same ids again, mixed with new ones: only the repeats are duplicates.
+        again = messages[:40] + [("pubtest.0", b"y", f"new-{n}") for n in range(10)]
+        assert await publisher.publish(again) == 40
+        assert (await js.stream_info("PUBTEST")).state.messages == 260
+        # A message the stream refuses (over its size limit) fails the batch it is in.
+        with pytest.raises(PublishRefused):
+            await publisher.publish([("pubtest.0", b"z", "ok-1"), ("pubtest.0", b"z" * 600, "big")])
+        # A subject no stream takes fails at once, rather than waiting for a timeout.
+        async with asyncio.timeout(5):
+            with pytest.raises(PublishRefused):
+                await publisher.publish([("nostream.play_end", b"z", "lost-1")])
+        # The publisher goes on working after refusals.
+        assert await publisher.publish([("pubtest.1", b"after", "after-1")]) == 0
+        assert (await js.stream_info("PUBTEST")).state.messages == 262
+    finally:
+        await client.close()
+
+
+async def test_events_without_a_stream_are_refused_with_503(js_app: FastAPI) -> None:
+    playable = await seed_catalog(js_app, artists=1, tracks_per_artist=1)
+    log = resources_of(js_app).event_log
+    assert isinstance(log, JetStreamEventLog)
+    await log._js.delete_stream("EVENTS")
+    async with await listener_client(js_app, "lena") as lena:
+        event = play_end(playable.track_ids[0], at=utcnow() - timedelta(minutes=1))
+        response = await lena.post("/v1/events", json={"events": [event]})
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
