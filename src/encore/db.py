@@ -92,7 +92,8 @@ class Timestamped:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def apply_sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
+    """Set Encore's pragmas on a new SQLite connection (the engine's, or one of its own)."""
     # WAL lets readers run beside the single writer; foreign keys are off by default in SQLite;
     # the busy timeout makes a second writer wait instead of failing at once.
     cursor = dbapi_connection.cursor()
@@ -116,7 +117,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             poolclass=NullPool if database in (None, "", ":memory:") else None,
             connect_args={"timeout": 10},
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", apply_sqlite_pragmas)
         return engine
     return create_async_engine(
         url,

@@ -279,6 +279,7 @@ def _events_to_append(
             event.type,
             received_at,
             head + encode(event)[1:],
+            event.occurred_at,
         )
         for event in events
     ]

@@ -273,6 +273,7 @@ async def test_the_database_log_keeps_events_until_every_consumer_applied_them_a
                 body=orjson.dumps(
                     {**event, "user_id": str(user.id), "received_at": received_at.isoformat()}
                 ),
+                occurred_at=datetime.fromisoformat(str(event["occurred_at"])),
             )
             for received_at, events in arrived.items()
             for event in events
