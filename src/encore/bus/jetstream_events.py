@@ -38,12 +38,12 @@ from nats.js.api import (
 from encore.bus.event_log import (
     AppendResult,
     EventConsumer,
+    EventLogUnavailable,
     EventToAppend,
     logged_event_from_body,
 )
 from encore.bus.nats_connection import connect_bus, ensure_consumer, ensure_stream
 from encore.db import utcnow
-from encore.problems import Problem
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -71,14 +71,6 @@ CONNECT_TIMEOUT_SECONDS = 30.0
 
 REDELIVERY_DELAY_CAP_SECONDS = 60.0
 """The longest a failed batch waits before it is delivered again."""
-
-
-class EventLogUnavailable(Problem):
-    """The event log did not acknowledge the batch in time: nothing is promised, retry."""
-
-    status = 503
-    title = "Event log unavailable"
-    slug = "event-log-unavailable"
 
 
 def events_stream_config(settings: Settings) -> StreamConfig:

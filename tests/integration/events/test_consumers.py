@@ -302,6 +302,42 @@ async def test_the_database_log_keeps_events_until_every_consumer_applied_them_a
     assert await _track_streams(app) == streams_before
 
 
+async def test_events_after_a_prune_of_the_whole_log_still_reach_the_consumers(
+    app: FastAPI,
+) -> None:
+    resources = resources_of(app)
+    playable = await seed_catalog(app, artists=1, tracks_per_artist=2)
+    user = await create_user(app, "rosa")
+    long_ago = utcnow() - timedelta(days=resources.settings.events_retention_days + 1)
+    old_events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=3))
+    await resources.event_log.append(
+        [
+            EventToAppend(
+                user_id=user.id,
+                event_id=uuid.UUID(str(event["event_id"])),
+                type=str(event["type"]),
+                received_at=long_ago,
+                body=orjson.dumps(
+                    {**event, "user_id": str(user.id), "received_at": long_ago.isoformat()}
+                ),
+                occurred_at=datetime.fromisoformat(str(event["occurred_at"])),
+            )
+            for event in old_events
+        ]
+    )
+    await drain_events(app)
+    streams_before = await _track_streams(app)
+    await _run_prune_job(app)
+    # Everything was applied and is past retention; only the newest event stays, so that new
+    # events are numbered after the positions the consumers have read up to.
+    assert len(await _logged_event_ids(app)) == 1
+    new_events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=1))
+    await _append(app, user.id, new_events)
+    await drain_events(app)
+    new_streams = sum(event["type"] == "play_end" for event in new_events)
+    assert await _track_streams(app) == streams_before + new_streams
+
+
 async def _track_streams(app: FastAPI) -> int:
     async with resources_of(app).session_factory() as db_session:
         total = await db_session.scalar(select(func.sum(DailyTrackStats.streams)))
