@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
@@ -203,11 +204,9 @@ GROUP_COMMIT_MAX_EVENTS = 5000
 """Events one group commit writes at most (five parameters each: under SQLite's 32,766)."""
 
 
-def _append_to_sqlite(
-    connection: sqlite3.Connection, events: Sequence[EventToAppend]
-) -> list[bool]:
-    """One multi-row INSERT of plain values in a transaction of its own; which of the events it
-    inserted. The append is the hot path of event ingest, and SQLAlchemy's per-row type
+def _sqlite_rows(events: Sequence[EventToAppend]) -> tuple[list[str], list[str]]:
+    """The INSERT parameters of the events, as SQLAlchemy's Uuid and UTCDateTime store them on
+    SQLite, and their keys (user id + event id hex). Plain values: SQLAlchemy's per-row type
     processing cost several times SQLite's own work."""
     parameters: list[str] = []
     keys: list[str] = []
@@ -227,35 +226,43 @@ def _append_to_sqlite(
         occurred_at = event.occurred_at.astimezone(UTC).isoformat(" ", "microseconds")[:26]
         parameters += (user_hex, event_hex, timestamp, occurred_at, event.body.decode())
         keys.append(user_hex + event_hex)
-    statement = (
-        _SQLITE_APPEND_PREFIX + ",".join(["(?, ?, ?, ?, ?)"] * len(events)) + _SQLITE_APPEND_SUFFIX
+    return parameters, keys
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_append_statement(rows: int) -> str:
+    # Groups come in a few sizes (multiples of a client's batch): SQLite's statement cache
+    # keeps each prepared, and this keeps each string.
+    return _SQLITE_APPEND_PREFIX + ",".join(["(?, ?, ?, ?, ?)"] * rows) + _SQLITE_APPEND_SUFFIX
+
+
+def _insert_into_sqlite(
+    connection: sqlite3.Connection, parameters: Sequence[str], keys: Sequence[str]
+) -> list[bool]:
+    """One multi-row INSERT, its own transaction (autocommit: one call, one wait for the GIL
+    after it); which of the keyed events it inserted."""
+    cursor = connection.execute(_sqlite_append_statement(len(keys)), parameters)
+    inserted = cursor.rowcount
+    if inserted == len(keys):
+        return [True] * len(keys)  # nearly always: no event was in the log before
+    if inserted <= 0:
+        return [False] * len(keys)
+    # The statement held the only write lock: its rows are the last `inserted` positions up
+    # to its last one. Not RETURNING: its rows come one step each, each waiting for the GIL.
+    last = cursor.lastrowid or 0
+    fresh = connection.execute(
+        "SELECT user_id, event_id FROM event_log WHERE position > ? AND position <= ?",
+        (last - inserted, last),
     )
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        (last_position,) = connection.execute("SELECT max(position) FROM event_log").fetchone()
-        if connection.execute(statement, parameters).rowcount == len(events):
-            flags = [True] * len(events)  # nearly always: no event was in the log before
-        else:
-            # The rows past the last position are this statement's (a single writer). Not
-            # RETURNING: its rows come one step each, and each step waits for the GIL.
-            fresh = connection.execute(
-                "SELECT user_id, event_id FROM event_log WHERE position > ?",
-                (last_position or 0,),
-            )
-            flags = _inserted_flags(keys, {user + event for user, event in fresh})
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-    return flags
+    return _inserted_flags(keys, {user + event for user, event in fresh})
 
 
 @dataclass(slots=True)
 class _ThreadedAppend:
     """An append handed to the SQLite writer thread, and where to answer it."""
 
-    events: Sequence[EventToAppend]
+    parameters: list[str]
+    keys: list[str]
     loop: asyncio.AbstractEventLoop
     result: asyncio.Future[AppendResult]
 
@@ -291,20 +298,23 @@ class _SQLiteWriter:
         """Insert the events in a committed transaction (shared with the appends waiting with
         them); how many were new."""
         loop = asyncio.get_running_loop()
-        request = _ThreadedAppend(events, loop, loop.create_future())
+        # Formatted here, in the request, so that the writer holds the GIL as little as it can.
+        parameters, keys = _sqlite_rows(events)
+        request = _ThreadedAppend(parameters, keys, loop, loop.create_future())
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._write_forever, name="encore-event-log-writer", daemon=True
             )
             self._thread.start()
         self._appends.put(request)
-        # A request that goes away does not stop the transaction its events are in.
-        return await asyncio.shield(request.result)
+        # A request that goes away cancels only its wait: the thread writes its events all the
+        # same (no shield, whose extra callback costs a turn of a busy loop).
+        return await request.result
 
     def _next_group(self, first: _ThreadedAppend) -> tuple[list[_ThreadedAppend], bool]:
         """The waiting appends that fit into one transaction with `first`; whether to stop."""
         group = [first]
-        size = len(first.events)
+        size = len(first.keys)
         while size < GROUP_COMMIT_MAX_EVENTS:
             try:
                 waiting = self._appends.get_nowait()
@@ -312,11 +322,11 @@ class _SQLiteWriter:
                 break
             if waiting is None:
                 return group, True
-            if size + len(waiting.events) > GROUP_COMMIT_MAX_EVENTS:
+            if size + len(waiting.keys) > GROUP_COMMIT_MAX_EVENTS:
                 self._carried = waiting
                 break
             group.append(waiting)
-            size += len(waiting.events)
+            size += len(waiting.keys)
         return group, False
 
     def _write_forever(self) -> None:
@@ -332,9 +342,12 @@ class _SQLiteWriter:
                 try:
                     if connection is None:
                         connection = self._connect()
-                    inserted = _append_to_sqlite(
-                        connection, [event for append in group for event in append.events]
-                    )
+                    if len(group) == 1:
+                        parameters, keys = group[0].parameters, group[0].keys
+                    else:
+                        parameters = [value for append in group for value in append.parameters]
+                        keys = [key for append in group for key in append.keys]
+                    inserted = _insert_into_sqlite(connection, parameters, keys)
                 except Exception as error:
                     failure: Exception = error
                     if isinstance(error, sqlite3.OperationalError) and (
@@ -342,7 +355,7 @@ class _SQLiteWriter:
                     ):
                         # Another writer held the database all along: nothing was written.
                         logger.warning(
-                            "event_append_busy", events=sum(len(append.events) for append in group)
+                            "event_append_busy", events=sum(len(append.keys) for append in group)
                         )
                         failure = EventLogUnavailable(
                             "the event log is busy; send the batch again",
@@ -353,7 +366,7 @@ class _SQLiteWriter:
                     continue
                 start = 0
                 for append in group:
-                    count = len(append.events)
+                    count = len(append.keys)
                     appended = sum(inserted[start : start + count])
                     start += count
                     _deliver(append, AppendResult(appended, count - appended))

@@ -108,3 +108,16 @@ async def test_a_failing_group_is_answered_with_its_error(tmp_path: Path) -> Non
         assert all("no such table" in str(outcome) for outcome in outcomes)
     finally:
         await writer.close()
+
+
+async def test_an_append_whose_request_went_away_is_still_written(sqlite_log_path: Path) -> None:
+    writer = _SQLiteWriter(str(sqlite_log_path))
+    try:
+        waiting = asyncio.create_task(writer.append(_events(25)))
+        await asyncio.sleep(0)  # handed to the thread
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    finally:
+        await writer.close()  # finishes what it was handed
+    assert _logged(sqlite_log_path) == 25
