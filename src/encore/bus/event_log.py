@@ -30,7 +30,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
@@ -196,6 +196,8 @@ def logged_event_from_body(position: int, body: bytes) -> LoggedEvent:
 # Core, not ORM, statements for appends: the ORM's bulk path costs more than the insert.
 _EVENT_LOG: Table = EventLogEntry.__table__  # type: ignore[assignment]
 _SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_SECOND = timedelta(seconds=1)
 _SQLITE_APPEND_PREFIX = (
     "INSERT INTO event_log (user_id, event_id, received_at, occurred_at, body) VALUES "
 )
@@ -210,21 +212,34 @@ def _sqlite_rows(events: Sequence[EventToAppend]) -> tuple[list[str], list[str]]
     processing cost several times SQLite's own work."""
     parameters: list[str] = []
     keys: list[str] = []
-    # A request's events share their account and arrival time: each formatted once.
-    user_hexes: dict[uuid.UUID, str] = {}
-    timestamps: dict[datetime, str] = {}
+    # An append's events share their account and arrival time (one request): each formatted
+    # once. Their times share whole seconds often: each second's text is formatted once.
+    user_id: uuid.UUID | None = None
+    received_at: datetime | None = None
+    user_hex = timestamp = ""
+    seconds_text: dict[int, str] = {}
     for event in events:
-        user_hex = user_hexes.get(event.user_id)
-        if user_hex is None:
-            user_hex = user_hexes[event.user_id] = event.user_id.hex
-        timestamp = timestamps.get(event.received_at)
-        if timestamp is None:
-            timestamp = event.received_at.astimezone(UTC).strftime(_SQLITE_TIMESTAMP)
-            timestamps[event.received_at] = timestamp
+        if event.user_id is not user_id:
+            user_id, user_hex = event.user_id, event.user_id.hex
+        if event.received_at is not received_at:
+            received_at = event.received_at
+            timestamp = received_at.astimezone(UTC).strftime(_SQLITE_TIMESTAMP)
+        occurred_at = event.occurred_at
+        if occurred_at.tzinfo is not UTC:
+            occurred_at = occurred_at.astimezone(UTC)
+        # Exact whole seconds since the epoch (a float timestamp may round up a second).
+        second = (occurred_at - _EPOCH) // _ONE_SECOND
+        second_text = seconds_text.get(second)
+        if second_text is None:
+            second_text = seconds_text[second] = occurred_at.strftime("%Y-%m-%d %H:%M:%S.")
         event_hex = event.event_id.hex
-        # As UTCDateTime stores it; isoformat is several times cheaper than strftime.
-        occurred_at = event.occurred_at.astimezone(UTC).isoformat(" ", "microseconds")[:26]
-        parameters += (user_hex, event_hex, timestamp, occurred_at, event.body.decode())
+        parameters += (
+            user_hex,
+            event_hex,
+            timestamp,
+            f"{second_text}{occurred_at.microsecond:06d}",
+            event.body.decode(),
+        )
         keys.append(user_hex + event_hex)
     return parameters, keys
 

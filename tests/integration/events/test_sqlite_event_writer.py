@@ -121,3 +121,57 @@ async def test_an_append_whose_request_went_away_is_still_written(sqlite_log_pat
     finally:
         await writer.close()  # finishes what it was handed
     assert _logged(sqlite_log_path) == 25
+
+
+async def test_times_are_stored_as_the_orm_reads_them(sqlite_log_path: Path) -> None:
+    from datetime import UTC, datetime, timezone
+
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from encore.event_log_models import EventLogEntry
+
+    moments = [
+        datetime(2026, 11, 26, 9, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 11, 26, 10, 0, 0, 0, tzinfo=UTC),
+        datetime(2026, 11, 26, 10, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 11, 26, 11, 30, 0, 250_000, tzinfo=timezone(timedelta(hours=1, minutes=30))),
+        datetime(2026, 12, 31, 23, 59, 59, 500_000, tzinfo=timezone(timedelta(hours=-5))),
+    ]
+    user_id = uuid.uuid4()
+    events = [
+        EventToAppend(
+            user_id=user_id,
+            event_id=uuid.uuid4(),
+            type="play_start",
+            received_at=moment,
+            body=b"{}",
+            occurred_at=moment,
+        )
+        for moment in moments
+    ]
+    writer = _SQLiteWriter(str(sqlite_log_path))
+    try:
+        assert (await writer.append(events)).appended == len(moments)
+        # The same events again (a retry): the stored keys match the new ones exactly.
+        assert (await writer.append(events)).duplicates == len(moments)
+    finally:
+        await writer.close()
+    with sqlite3.connect(sqlite_log_path) as connection:
+        stored = [row[0] for row in connection.execute("SELECT occurred_at FROM event_log")]
+    assert all(len(text) == 26 and text[10] == " " and text[19] == "." for text in stored)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{sqlite_log_path}")
+    try:
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(
+                        EventLogEntry.event_id, EventLogEntry.occurred_at, EventLogEntry.received_at
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    read = {event_id: (occurred_at, received_at) for event_id, occurred_at, received_at in rows}
+    for event, moment in zip(events, moments, strict=True):
+        assert read[event.event_id] == (moment, moment)
