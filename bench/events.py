@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from bench.catalog_api import _cpu_split, embedded_postgres_url, free_port, running_server
@@ -93,34 +93,56 @@ async def _tokens(env: dict[str, str], users: int) -> list[str]:
 async def _post_all(
     base_url: str, tokens: list[str], bodies: list[tuple[int, bytes]], concurrency: int
 ) -> tuple[float, int, int]:
-    """Post every body from `concurrency` connections; seconds taken, events accepted, errors."""
-    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-    for item in bodies:
-        queue.put_nowait(item)
+    """Post every body from `concurrency` keep-alive connections; seconds taken, events accepted,
+    errors.
+
+    A plain HTTP/1.1 client on asyncio streams (each response read by its Content-Length), not
+    httpx: httpx spent about 1 ms of the client's core per request, and at 16 connections its
+    own latency, not the server, set the pace — the server idled a quarter of the time
+    (BENCHMARKS.md, event ingest, 2026-11-26 fifth session).
+    """
+    address = urlsplit(base_url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    pending = list(reversed(bodies))
     accepted = 0
     errors = 0
 
     async def client() -> None:
         nonlocal accepted, errors
-        async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
-            while not queue.empty():
-                user, body = queue.get_nowait()
-                response = await http.post(
-                    "/v1/events",
-                    content=body,
-                    headers={
-                        "Authorization": f"Bearer {tokens[user]}",
-                        "Content-Type": "application/json",
-                    },
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while pending:
+                user, body = pending.pop()
+                writer.write(
+                    b"POST /v1/events HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % (host.encode(), tokens[user].encode(), len(body))
+                    + body
                 )
-                if response.status_code == 202:
-                    accepted += response.json()["accepted"]
+                status, length = _response_head(await reader.readuntil(b"\r\n\r\n"))
+                answer = await reader.readexactly(length)
+                if status == 202:
+                    accepted += orjson.loads(answer)["accepted"]
                 else:
                     errors += 1
+        finally:
+            writer.close()
+            await writer.wait_closed()
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return time.perf_counter() - started, accepted, errors
+
+
+def _response_head(head: bytes) -> tuple[int, int]:
+    """The status and Content-Length of an HTTP/1.1 response head (Encore always sends one)."""
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    status = int(status_line.split(" ", 2)[1])
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            return status, int(value)
+    raise RuntimeError(f"a response without Content-Length: {status_line}")
 
 
 async def _stored_in_database(env: dict[str, str]) -> int:
