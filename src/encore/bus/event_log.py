@@ -379,12 +379,9 @@ class _SQLiteWriter:
                     for append in group:
                         _deliver(append, failure)
                     continue
-                start = 0
-                for append in group:
-                    count = len(append.keys)
-                    appended = sum(inserted[start : start + count])
-                    start += count
-                    _deliver(append, AppendResult(appended, count - appended))
+                results = _results_per_append([len(append.keys) for append in group], inserted)
+                for append, result in zip(group, results, strict=True):
+                    _deliver(append, result)
         finally:
             if connection is not None:
                 connection.close()
@@ -408,6 +405,18 @@ def _deliver(append: _ThreadedAppend, outcome: AppendResult | BaseException) -> 
     """Hand an append's outcome to its event loop (from the writer thread)."""
     with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
         append.loop.call_soon_threadsafe(_answer, append.result, outcome)
+
+
+def _results_per_append(counts: Sequence[int], inserted: Sequence[bool]) -> list[AppendResult]:
+    """What became of each append of a group commit: its share of the group's inserted flags,
+    the appends' events in order."""
+    results = []
+    start = 0
+    for count in counts:
+        appended = sum(inserted[start : start + count])
+        start += count
+        results.append(AppendResult(appended, count - appended))
+    return results
 
 
 def _inserted_flags(keys: Sequence[str], inserted: set[str]) -> list[bool]:
@@ -501,13 +510,10 @@ class DatabaseEventLog:
                 if not isinstance(error, Exception):
                     raise
                 continue
-            start = 0
-            for pending in group:
-                count = len(pending.events)
-                appended = sum(inserted[start : start + count])
-                start += count
+            results = _results_per_append([len(pending.events) for pending in group], inserted)
+            for pending, result in zip(group, results, strict=True):
                 if not pending.result.done():
-                    pending.result.set_result(AppendResult(appended, count - appended))
+                    pending.result.set_result(result)
 
     async def _write_group(self, events: Sequence[EventToAppend]) -> list[bool]:
         # A Core connection, not an ORM session: appends need no identity map or unit of work.

@@ -244,6 +244,27 @@ async def _run_prune_job(app: FastAPI) -> None:
     )
 
 
+async def _append_received_at(
+    app: FastAPI, user_id: uuid.UUID, events: list[dict[str, object]], received_at: datetime
+) -> None:
+    """Append events straight to the log as if they had arrived at `received_at`."""
+    await resources_of(app).event_log.append(
+        [
+            EventToAppend(
+                user_id=user_id,
+                event_id=uuid.UUID(str(event["event_id"])),
+                type=str(event["type"]),
+                received_at=received_at,
+                body=orjson.dumps(
+                    {**event, "user_id": str(user_id), "received_at": received_at.isoformat()}
+                ),
+                occurred_at=datetime.fromisoformat(str(event["occurred_at"])),
+            )
+            for event in events
+        ]
+    )
+
+
 async def _logged_event_ids(app: FastAPI) -> set[uuid.UUID]:
     async with resources_of(app).session_factory() as db_session:
         return set((await db_session.scalars(select(EventLogEntry.event_id))).all())
@@ -259,25 +280,9 @@ async def test_the_database_log_keeps_events_until_every_consumer_applied_them_a
     # Events that arrived just before and just after the retention horizon...
     old_events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=3))
     recent_events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=1))
-    arrived = {
-        utcnow() - retention - timedelta(minutes=5): old_events,
-        utcnow() - retention + timedelta(minutes=5): recent_events,
-    }
-    await resources.event_log.append(
-        [
-            EventToAppend(
-                user_id=user.id,
-                event_id=uuid.UUID(str(event["event_id"])),
-                type=str(event["type"]),
-                received_at=received_at,
-                body=orjson.dumps(
-                    {**event, "user_id": str(user.id), "received_at": received_at.isoformat()}
-                ),
-                occurred_at=datetime.fromisoformat(str(event["occurred_at"])),
-            )
-            for received_at, events in arrived.items()
-            for event in events
-        ]
+    await _append_received_at(app, user.id, old_events, utcnow() - retention - timedelta(minutes=5))
+    await _append_received_at(
+        app, user.id, recent_events, utcnow() - retention + timedelta(minutes=5)
     )
     every_id = {uuid.UUID(str(event["event_id"])) for event in old_events + recent_events}
     old_ids = {uuid.UUID(str(event["event_id"])) for event in old_events}
@@ -310,21 +315,7 @@ async def test_events_after_a_prune_of_the_whole_log_still_reach_the_consumers(
     user = await create_user(app, "rosa")
     long_ago = utcnow() - timedelta(days=resources.settings.events_retention_days + 1)
     old_events = listening_session(playable.track_ids, start=utcnow() - timedelta(hours=3))
-    await resources.event_log.append(
-        [
-            EventToAppend(
-                user_id=user.id,
-                event_id=uuid.UUID(str(event["event_id"])),
-                type=str(event["type"]),
-                received_at=long_ago,
-                body=orjson.dumps(
-                    {**event, "user_id": str(user.id), "received_at": long_ago.isoformat()}
-                ),
-                occurred_at=datetime.fromisoformat(str(event["occurred_at"])),
-            )
-            for event in old_events
-        ]
-    )
+    await _append_received_at(app, user.id, old_events, long_ago)
     await drain_events(app)
     streams_before = await _track_streams(app)
     await _run_prune_job(app)
