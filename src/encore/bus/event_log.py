@@ -387,7 +387,7 @@ class _SQLiteWriter:
                 connection.close()
 
     def _connect(self) -> sqlite3.Connection:
-        # Autocommit mode: the transaction is the explicit BEGIN … COMMIT around each insert.
+        # Autocommit mode: each INSERT is a transaction of its own, all of its rows or none.
         connection = sqlite3.connect(self._path, isolation_level=None)
         apply_sqlite_pragmas(connection)
         connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_seconds * 1000)}")

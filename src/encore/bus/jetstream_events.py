@@ -142,6 +142,7 @@ class BatchPublisher:
         self._batch_numbers = itertools.count()
         self._pending: dict[str, _PendingBatch] = {}
         self._subscription: Subscription | None = None
+        self._subscribing = asyncio.Lock()
 
     async def _subscribe(self) -> None:
         # Reply subjects are `<inbox>.<batch>.<index>`: the batch and the index are the tail.
@@ -161,7 +162,9 @@ class BatchPublisher:
         Raises the client's errors, or PublishRefused, when any message is not stored.
         """
         if self._subscription is None:
-            await self._subscribe()
+            async with self._subscribing:  # the first publishes may come together
+                if self._subscription is None:
+                    await self._subscribe()
         batch_key = str(next(self._batch_numbers))
         pending = _PendingBatch(len(messages))
         self._pending[batch_key] = pending
