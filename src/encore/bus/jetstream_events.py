@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -246,18 +247,17 @@ class JetStreamEventLog:
         """Publish the events and wait until JetStream has acknowledged every one."""
         if not events:
             return AppendResult(0, 0)
+        messages = []
+        # An append's events share their account (one request): its text is made once.
+        user_id: uuid.UUID | None = None
+        user_text = ""
+        for event in events:
+            if event.user_id is not user_id:
+                user_id, user_text = event.user_id, str(event.user_id)
+            messages.append((f"events.{event.type}", event.body, f"{user_text}.{event.event_id}"))
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                duplicates = await self._publisher.publish(
-                    [
-                        (
-                            f"events.{event.type}",
-                            event.body,
-                            f"{event.user_id}.{event.event_id}",
-                        )
-                        for event in events
-                    ]
-                )
+                duplicates = await self._publisher.publish(messages)
         except (TimeoutError, NatsError) as error:
             # No acknowledgement (a node lost, no quorum yet, a reconnect): nothing is
             # promised, and the client's retry is deduplicated by the message ids.

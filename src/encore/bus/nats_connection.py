@@ -93,6 +93,9 @@ async def connect_bus(settings: Settings, *, name: str | None = None) -> Client:
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
+        # Every subject Encore publishes is its own (event types, job kinds, its inboxes):
+        # checking each again on every publish cost ingest two regular expressions an event.
+        skip_subject_validation=True,
     )
     logger.info("bus_connected", servers=shown, name=label)
     return client
