@@ -815,9 +815,15 @@ class WorkerPool:
         for worker_id in self.worker_ids:
             task = asyncio.create_task(self._work(worker_id), name=f"job-worker {worker_id}")
             self._tasks.add(task)
-        self._relay = asyncio.create_task(self._relay_jobs(), name=f"job-relay {self._name}")
+        self._relay = asyncio.create_task(
+            self._repeat(self._relay_jobs, self._relay_interval, "job_relay_failed"),
+            name=f"job-relay {self._name}",
+        )
+        # Every worker process purges (an idempotent delete), so it happens even where
+        # processes restart more often than daily.
         self._purge = asyncio.create_task(
-            self._purge_finished_jobs(), name=f"job-purge {self._name}"
+            self._repeat(self._purge_finished_jobs, self._purge_interval, "job_purge_failed"),
+            name=f"job-purge {self._name}",
         )
         logger.info("workers_started", count=self._count, kinds=self.kinds)
 
@@ -882,30 +888,28 @@ class WorkerPool:
         # Leaving on an error must not hang on a stuck handler: its job goes back at once.
         await self.stop(grace=None if exc is None else 0)
 
-    async def _purge_finished_jobs(self) -> None:
-        # At start, then every interval: every worker process does it (an idempotent delete),
-        # so it happens even where processes restart more often than daily.
-        retention = timedelta(days=self._settings.jobs_retention_days)
+    @staticmethod
+    async def _repeat(
+        action: Callable[[], Awaitable[None]], interval: float, failure_event: str
+    ) -> None:
+        # At start, then every interval; a failure is logged and the next round tries again.
         while True:
             try:
-                purged = await self._queue.purge_finished_jobs(finished_before=utcnow() - retention)
+                await action()
             except Exception:
-                logger.warning("job_purge_failed", exc_info=True)
-            else:
-                if purged:
-                    logger.info("finished_jobs_purged", count=purged)
-            await asyncio.sleep(self._purge_interval)
+                logger.warning(failure_event, exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def _purge_finished_jobs(self) -> None:
+        retention = timedelta(days=self._settings.jobs_retention_days)
+        purged = await self._queue.purge_finished_jobs(finished_before=utcnow() - retention)
+        if purged:
+            logger.info("finished_jobs_purged", count=purged)
 
     async def _relay_jobs(self) -> None:
-        while True:
-            try:
-                relayed = await self._queue.relay_unannounced_jobs()
-            except Exception:
-                logger.warning("job_relay_failed", exc_info=True)
-            else:
-                if relayed:
-                    logger.info("jobs_relayed", count=relayed)
-            await asyncio.sleep(self._relay_interval)
+        relayed = await self._queue.relay_unannounced_jobs()
+        if relayed:
+            logger.info("jobs_relayed", count=relayed)
 
     async def _idle(self) -> None:
         try:

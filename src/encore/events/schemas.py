@@ -101,10 +101,16 @@ class DeviceType(enum.StrEnum):
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def free_of_control_characters(text: str) -> bool:
+    """Whether the text holds no control character (what WITHOUT_CONTROLS demands)."""
+    # Printable ASCII (nearly all text sent) has none: two C calls, no regular expression.
+    return (text.isascii() and text.isprintable()) or _CONTROL_CHARACTER.search(text) is None
+
+
 def _without_control_characters(value: str) -> str:
     # Free text from clients (a context id, a search query) carries no control characters:
     # a NUL would be refused by PostgreSQL when a consumer stores it, and stop that consumer.
-    if _CONTROL_CHARACTER.search(value):
+    if not free_of_control_characters(value):
         raise ValueError("must not contain control characters")
     return value
 
@@ -150,12 +156,6 @@ class ListeningEvent(BaseModel):
     query: Annotated[str, StringConstraints(max_length=200), WITHOUT_CONTROLS] | None = Field(
         None, description="What was searched (search events)."
     )
-
-
-def free_of_control_characters(text: str) -> bool:
-    """Whether the text holds no control character (what WITHOUT_CONTROLS demands)."""
-    # Printable ASCII (nearly all text sent) has none: two C calls, no regular expression.
-    return (text.isascii() and text.isprintable()) or _CONTROL_CHARACTER.search(text) is None
 
 
 # No patterns on the fast path: msgspec runs each through Python's `re` (half its decoding

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import av
@@ -62,6 +63,13 @@ async def _ready_track(app: FastAPI, tmp_path: Path, *, process: bool = True) ->
     await create_user(app, "lee")
     listener = {"Authorization": f"Bearer {await user_token(app, 'lee', 'streaming')}"}
     return Played(accepted.json()["track_id"], listener, artist_headers)
+
+
+async def _playback_of(http: httpx.AsyncClient, played: Played) -> dict[str, Any]:
+    """The listener's playback answer for the track (its URLs and renditions)."""
+    answer = await http.get(f"/v1/tracks/{played.track_id}/playback", headers=played.listener)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
 
 
 def _path(url: str) -> str:
@@ -132,9 +140,7 @@ async def test_media_serving_honours_ranges_conditions_and_tokens(
 ) -> None:
     played = await _ready_track(app, tmp_path)
     http = anonymous_client
-    body = (
-        await http.get(f"/v1/tracks/{played.track_id}/playback", headers=played.listener)
-    ).json()
+    body = await _playback_of(http, played)
     progressive = _path(body["progressive"][0]["url"])
 
     whole = await http.get(progressive)
@@ -180,9 +186,7 @@ async def test_media_answered_from_memory_keeps_every_rule(
     # files; what they get must be what the full media handler gives, rule for rule.
     played = await _ready_track(app, tmp_path)
     http = anonymous_client
-    body = (
-        await http.get(f"/v1/tracks/{played.track_id}/playback", headers=played.listener)
-    ).json()
+    body = await _playback_of(http, played)
     master = _path(body["hls"]["url"])
     segment = master.rsplit("/", 1)[0] + "/aac_64/segment_00001.m4s"
     route = 'encore_http_requests_total{method="GET",route="/media/t/{token}/{file}",status="200"}'
@@ -290,9 +294,7 @@ async def test_real_players_play_the_signed_urls_over_loopback(
     application, base = live_app
     played = await _ready_track(application, tmp_path)
     async with httpx.AsyncClient(base_url=base) as http:
-        body = (
-            await http.get(f"/v1/tracks/{played.track_id}/playback", headers=played.listener)
-        ).json()
+        body = await _playback_of(http, played)
 
     hls_seconds = await asyncio.to_thread(_decoded_seconds, body["hls"]["url"])
     assert abs(hls_seconds - TRACK_SECONDS) < 0.5
